@@ -1,0 +1,189 @@
+/**
+ * Bounds-checked reading and writing of payload fields: uint16/uint32 big-endian,
+ * NUL-terminated strings, raw rests. Every read failure is a {@link MilterProtocolError}
+ * naming the field and the offset.
+ *
+ * @module
+ */
+
+import { MilterProtocolError } from "./errors.ts";
+import { decodeText, encodeText } from "./text.ts";
+
+/**
+ * Reads fields from one frame payload, front to back.
+ *
+ * @example
+ * ```ts
+ * import { ByteReader } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * const r = new ByteReader(new Uint8Array([0x61, 0, 0, 7]), 0x4c, "SMFIC_HEADER");
+ * assert.equal(r.cstring("name"), "a");
+ * assert.equal(r.u16("port"), 7);
+ * ```
+ */
+export class ByteReader {
+  /** Current offset in the payload. */
+  pos = 0;
+  readonly #bytes: Uint8Array;
+  readonly #code: number;
+  readonly #what: string;
+
+  /**
+   * @param bytes The payload.
+   * @param code The command/response byte (for errors).
+   * @param what The spec name of the frame (for errors), e.g. `SMFIC_CONNECT`.
+   */
+  constructor(bytes: Uint8Array, code: number, what: string) {
+    this.#bytes = bytes;
+    this.#code = code;
+    this.#what = what;
+  }
+
+  /** Bytes not read yet. */
+  get remaining(): number {
+    return this.#bytes.length - this.pos;
+  }
+
+  #fail(message: string): never {
+    throw new MilterProtocolError(`Cannot decode ${this.#what}: ${message}`, {
+      reason: "malformed",
+      code: this.#code,
+      offset: this.pos,
+    });
+  }
+
+  /** Reads one byte. */
+  u8(field: string): number {
+    if (this.remaining < 1) this.#fail(`${field} missing at offset ${this.pos}`);
+    return this.#bytes[this.pos++]!;
+  }
+
+  /** Reads a big-endian uint16. */
+  u16(field: string): number {
+    if (this.remaining < 2) {
+      this.#fail(`${field} needs 2 bytes at offset ${this.pos}, ${this.remaining} left`);
+    }
+    const b = this.#bytes;
+    const v = (b[this.pos]! << 8) | b[this.pos + 1]!;
+    this.pos += 2;
+    return v;
+  }
+
+  /** Reads a big-endian uint32. */
+  u32(field: string): number {
+    if (this.remaining < 4) {
+      this.#fail(`${field} needs 4 bytes at offset ${this.pos}, ${this.remaining} left`);
+    }
+    const b = this.#bytes;
+    const p = this.pos;
+    const v = ((b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!) >>> 0;
+    this.pos += 4;
+    return v;
+  }
+
+  /** Reads a NUL-terminated string (byte-exact text, see `lib/text.ts`). */
+  cstring(field: string): string {
+    const b = this.#bytes;
+    const end = b.indexOf(0, this.pos);
+    if (end < 0) this.#fail(`${field} has no terminating NUL (offset ${this.pos})`);
+    const s = decodeText(b.subarray(this.pos, end));
+    this.pos = end + 1;
+    return s;
+  }
+
+  /** Reads NUL-terminated strings until the payload ends. */
+  cstrings(field: string): string[] {
+    const out: string[] = [];
+    while (this.remaining > 0) out.push(this.cstring(field));
+    return out;
+  }
+
+  /** Returns the rest of the payload (a view, not a copy). */
+  rest(): Uint8Array {
+    const r = this.#bytes.subarray(this.pos);
+    this.pos = this.#bytes.length;
+    return r;
+  }
+
+  /** Fails unless the whole payload was read. */
+  end(): void {
+    if (this.remaining > 0) {
+      this.#fail(`${this.remaining} bytes left over at offset ${this.pos}`);
+    }
+  }
+}
+
+/** A field of a payload to write: a number of a given width, a NUL-string, or raw bytes. */
+export type Field =
+  | { readonly u8: number }
+  | { readonly u16: number }
+  | { readonly u32: number }
+  | { readonly cstring: string }
+  | { readonly raw: Uint8Array };
+
+/**
+ * Builds one complete frame (length, code, payload) from fields.
+ *
+ * @param code The command/response byte.
+ * @param fields Payload fields in order.
+ * @returns The bytes on the wire.
+ * @throws {TypeError} when a string holds a NUL byte.
+ *
+ * @example
+ * ```ts
+ * import { buildFrame } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * const f = buildFrame(0x68, [{ cstring: "X-A" }, { cstring: "1" }]);
+ * assert.deepEqual([...f.subarray(0, 5)], [0, 0, 0, 7, 0x68]);
+ * ```
+ */
+export function buildFrame(code: number, fields: readonly Field[]): Uint8Array {
+  const parts: (Uint8Array | number)[] = [];
+  let size = 0;
+  for (const f of fields) {
+    if ("u8" in f) {
+      size += 1;
+      parts.push(f.u8 & 0xff);
+    } else if ("u16" in f) {
+      checkInt(f.u16, 0xffff);
+      parts.push(new Uint8Array([f.u16 >> 8, f.u16 & 0xff]));
+      size += 2;
+    } else if ("u32" in f) {
+      checkInt(f.u32, 0xffffffff);
+      const b = new Uint8Array(4);
+      new DataView(b.buffer).setUint32(0, f.u32);
+      parts.push(b);
+      size += 4;
+    } else if ("cstring" in f) {
+      const b = encodeText(f.cstring);
+      if (b.includes(0)) throw new TypeError(`String contains a NUL byte: ${JSON.stringify(f.cstring)}`);
+      parts.push(b, 0);
+      size += b.length + 1;
+    } else {
+      parts.push(f.raw);
+      size += f.raw.length;
+    }
+  }
+  const out = new Uint8Array(5 + size);
+  const len = size + 1;
+  out[0] = len >>> 24;
+  out[1] = (len >>> 16) & 0xff;
+  out[2] = (len >>> 8) & 0xff;
+  out[3] = len & 0xff;
+  out[4] = code;
+  let p = 5;
+  for (const part of parts) {
+    if (typeof part === "number") out[p++] = part;
+    else {
+      out.set(part, p);
+      p += part.length;
+    }
+  }
+  return out;
+}
+
+function checkInt(v: number, max: number): void {
+  if (!Number.isInteger(v) || v < 0 || v > max) {
+    throw new RangeError(`Value ${v} does not fit an unsigned field of max ${max}`);
+  }
+}

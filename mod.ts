@@ -1,0 +1,14 @@
+/**
+ * milterkit: the Sendmail milter protocol over web streams, for filters and for MTAs.
+ *
+ * @module
+ */
+
+export * from "./lib/wire.ts";
+export type * from "./lib/types.ts";
+export * from "./lib/errors.ts";
+export * from "./lib/text.ts";
+export * from "./lib/bytes.ts";
+export * from "./lib/frame.ts";
+export * from "./lib/command_codec.ts";
+export * from "./lib/reply_codec.ts";
