@@ -156,7 +156,9 @@ export function buildFrame(code: number, fields: readonly Field[]): Uint8Array {
       size += 4;
     } else if ("cstring" in f) {
       const b = encodeText(f.cstring);
-      if (b.includes(0)) throw new TypeError(`String contains a NUL byte: ${JSON.stringify(f.cstring)}`);
+      if (b.includes(0)) {
+        throw new TypeError(`String contains a NUL byte: ${JSON.stringify(f.cstring)}`);
+      }
       parts.push(b, 0);
       size += b.length + 1;
     } else {

@@ -179,7 +179,9 @@ export function encodeCommand(command: Command): Uint8Array {
       ]);
     case "macro": {
       if (command.stage.length !== 1) {
-        throw new TypeError(`Macro stage must be one character, got ${JSON.stringify(command.stage)}`);
+        throw new TypeError(
+          `Macro stage must be one character, got ${JSON.stringify(command.stage)}`,
+        );
       }
       const fields: Field[] = [{ u8: command.stage.charCodeAt(0) }];
       for (const [k, v] of command.macros) fields.push({ cstring: k }, { cstring: v });

@@ -208,7 +208,9 @@ export class FrameDecoder {
       });
     }
     return new MilterProtocolError(
-      `Frame at offset ${at} carries ${len - 1} data bytes, over the limit of ${this.#max} (maxDataSize)`,
+      `Frame at offset ${at} carries ${
+        len - 1
+      } data bytes, over the limit of ${this.#max} (maxDataSize)`,
       { reason: "oversized", offset: at, code: head[4] },
     );
   }

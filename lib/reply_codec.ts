@@ -84,7 +84,12 @@ export function decodeReply(frame: Frame): Reply {
       const hname = r.cstring("header name");
       const value = r.cstring("header value");
       r.end();
-      return { type: code === SMFIR.INSHEADER ? "insheader" : "chgheader", index, name: hname, value };
+      return {
+        type: code === SMFIR.INSHEADER ? "insheader" : "chgheader",
+        index,
+        name: hname,
+        value,
+      };
     }
     case SMFIR.REPLBODY:
       return { type: "replbody", chunk: payload };
