@@ -59,6 +59,8 @@ export interface SessionOptions {
   readonly maxDataSize?: number;
   /** Time a handler may take before the fallback is sent (default 0: no limit). */
   readonly handlerTimeoutMs?: number;
+  /** Time the eom handler may take (default: `handlerTimeoutMs`). */
+  readonly eomTimeoutMs?: number;
   /** While the eom handler runs longer than this, send PROGRESS at this interval (0: off). */
   readonly progressIntervalMs?: number;
   /** Close the connection after this long without a command (default 0: never). */
@@ -461,7 +463,8 @@ class FilterSession<C, M> {
 
   /** Awaits a handler, racing its time limit and the session's abort signal. */
   async #guard<T>(stage: Stage, call: () => T | Promise<T>): Promise<T> {
-    const limit = this.#opts.handlerTimeoutMs ?? 0;
+    const limit = (stage === "eom" ? this.#opts.eomTimeoutMs : undefined) ??
+      this.#opts.handlerTimeoutMs ?? 0;
     const signal = this.#abort.signal;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let onAbort: (() => void) | undefined;
@@ -471,7 +474,11 @@ class FilterSession<C, M> {
           () =>
             reject(
               new FilterHandlerError(
-                `The ${stage} handler did not answer within ${limit} ms (handlerTimeoutMs)`,
+                `The ${stage} handler did not answer within ${limit} ms (${
+                  stage === "eom" && this.#opts.eomTimeoutMs !== undefined
+                    ? "eomTimeoutMs"
+                    : "handlerTimeoutMs"
+                })`,
                 stage,
               ),
             ),

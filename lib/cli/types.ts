@@ -19,6 +19,13 @@ export interface CliIo {
   readonly signal: AbortSignal;
   /** Standard input as a byte stream. */
   readonly stdin: () => ReadableStream<Uint8Array>;
+  /**
+   * Subscribes to a process signal (SIGINT, SIGTERM, SIGHUP); returns the unsubscribe
+   * function. Absent where signals cannot be observed (tests).
+   */
+  readonly onSignal?: (name: "SIGINT" | "SIGTERM" | "SIGHUP", fn: () => void) => () => void;
+  /** Reads a file (for scripts and inputs). */
+  readonly readFile?: (path: string) => Promise<Uint8Array>;
 }
 
 /** Exit codes of the binary. */

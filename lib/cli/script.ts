@@ -1,0 +1,125 @@
+/**
+ * Loading a user's filter script (.ts or .js): the default export (or an export named
+ * `filter`) must be a filter object. Unknown keys are reported, so a typo in a handler name
+ * does not silently switch an event off.
+ *
+ * @module
+ */
+
+import { isAbsolute, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import type { Filter } from "../filter.ts";
+import { negotiateFilter, requirementsOf } from "../negotiate.ts";
+import type { Negotiated } from "../types.ts";
+import { ACTION_NAMES, flagNames, PROTOCOL_NAMES } from "../wire.ts";
+
+const KNOWN = new Set([
+  "name",
+  "actions",
+  "macros",
+  "noReply",
+  "observe",
+  "headerLeadingSpace",
+  "rejectedRecipients",
+  "bufferBody",
+  "connectionState",
+  "messageState",
+  "connect",
+  "helo",
+  "envfrom",
+  "envrcpt",
+  "data",
+  "header",
+  "eoh",
+  "body",
+  "bodyStream",
+  "eom",
+  "abort",
+  "close",
+  "unknown",
+]);
+
+/** Thrown when a script cannot be loaded or does not export a valid filter. */
+export class ScriptError extends Error {
+  /** @param message What is wrong with the script. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ScriptError";
+  }
+}
+
+let generation = 0;
+
+/**
+ * Imports a filter script and checks its shape.
+ *
+ * @param path Path of the .ts/.js module (relative to the working directory).
+ * @param fresh Import a new copy (for reloads) instead of the cached module.
+ * @returns The filter.
+ */
+export async function loadFilter(path: string, fresh = false): Promise<Filter<never, never>> {
+  const abs = isAbsolute(path) ? path : resolve(path);
+  const url = pathToFileURL(abs).href + (fresh ? `?reload=${++generation}` : "");
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import(url);
+  } catch (e) {
+    throw new ScriptError(
+      `Cannot load ${path}: ${e instanceof Error ? e.message : String(e)}`,
+      { cause: e },
+    );
+  }
+  const filter = mod.default ?? mod.filter;
+  if (typeof filter !== "object" || filter === null) {
+    throw new ScriptError(
+      `${path} must export a filter object as its default export (export default defineFilter({ ... }))`,
+    );
+  }
+  const unknown = Object.keys(filter).filter((k) => !KNOWN.has(k));
+  if (unknown.length > 0) {
+    throw new ScriptError(
+      `${path}: unknown filter keys ${unknown.map((k) => JSON.stringify(k)).join(", ")}` +
+        `; known: ${[...KNOWN].join(", ")}`,
+    );
+  }
+  try {
+    requirementsOf(filter as Filter<never, never>);
+  } catch (e) {
+    throw new ScriptError(`${path}: ${(e as Error).message}`, { cause: e });
+  }
+  return filter as Filter<never, never>;
+}
+
+/**
+ * Describes what a filter will negotiate with a stock Postfix/Sendmail offer (v6, all
+ * actions, all protocol bits), for `serve --check`.
+ *
+ * @param filter The filter.
+ * @returns Readable lines.
+ */
+export function describeFilter(filter: Filter<never, never>): string[] {
+  const req = requirementsOf(filter);
+  const lines = [`filter: ${filter.name ?? "(unnamed)"}`];
+  const by = (mode: string) =>
+    Object.entries(req.events).filter(([, m]) => m === mode).map(([e]) => e).join(" ") || "-";
+  lines.push(`events answered: ${by("reply")}`);
+  lines.push(`events received without reply: ${by("noreply")}`);
+  lines.push(`events switched off: ${by("off")}`);
+  let n: Negotiated | undefined;
+  try {
+    n = negotiateFilter({ version: 6, actions: 0x1ff, protocol: 0x1fffff }, req).negotiated;
+  } catch (e) {
+    lines.push(`negotiation would fail: ${(e as Error).message}`);
+  }
+  if (n) {
+    lines.push(`actions: ${flagNames(n.actions, ACTION_NAMES).join(" ") || "none"}`);
+    lines.push(`protocol: ${flagNames(n.protocol, PROTOCOL_NAMES).join(" ") || "none"}`);
+    lines.push(
+      `OPTNEG reply to Postfix/Sendmail (v6, 0x1ff, 0x1fffff): version ${n.version}, actions 0x${
+        n.actions.toString(16)
+      }, protocol 0x${n.protocol.toString(16)}`,
+    );
+    for (const l of n.symlists) lines.push(`macros for stage ${l.stage}: ${l.macros}`);
+  }
+  return lines;
+}

@@ -1,0 +1,194 @@
+/**
+ * `milterkit serve [SCRIPT] [options]`: serve a scripted filter, or without a script the
+ * built-in filter that accepts everything and logs each event.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { createServer, type Server as HttpServer } from "node:http";
+import type { Filter } from "../filter.ts";
+import type { Fallback } from "../filter_session.ts";
+import { createLogger, type LogLevel } from "../log.ts";
+import { loggingFilter } from "../logging_filter.ts";
+import { listen, type MilterServer } from "../server.ts";
+import { describeFilter, loadFilter } from "./script.ts";
+import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
+
+const USAGE = `Usage: milterkit serve [SCRIPT] [options]
+
+Serve a milter filter written as a .ts or .js module whose default export is a
+filter object (see examples/). Without SCRIPT, serve the built-in filter that
+accepts every message and logs every event decoded: point your MTA at it to see
+what it sends.
+
+Options:
+  -l, --listen SPEC          socket to listen on (default inet:8890@127.0.0.1)
+                             inet:PORT@HOST, inet:HOST:PORT, inet6:PORT@HOST,
+                             unix:PATH, local:PATH
+      --fallback KIND        answer when a handler throws, hangs or misbehaves:
+                             tempfail (default), reject, accept, continue
+      --handler-timeout MS   time a handler may take (default 25000)
+      --eom-timeout MS       time the end-of-message handler may take (default 240000)
+      --progress MS          PROGRESS keep-alive interval during eom (default 10000, 0 off)
+      --idle-timeout MS      close connections idle this long (default 7210000)
+      --max-connections N    connections served at once (default 1000); more are closed
+      --max-frame BYTES      largest frame accepted (default 1048576)
+      --unix-mode MODE       permissions of a unix socket, octal (default 660)
+      --shutdown-grace MS    time sessions get to finish on SIGTERM (default 30000)
+      --log-format FORMAT    text or json (default: text on a terminal, else json)
+      --log-level LEVEL      debug, info (default), warn, error
+      --metrics-port PORT    serve Prometheus metrics on http://127.0.0.1:PORT/metrics
+      --metrics-host HOST    bind address of the metrics port (default 127.0.0.1)
+      --check                load and validate SCRIPT, print what it negotiates, exit
+  -h, --help                 show this help
+
+Signals: SIGTERM/SIGINT stop gracefully (a second one stops at once); SIGHUP
+reloads SCRIPT for new connections without dropping sessions in flight.
+
+Examples:
+  milterkit serve                                   # log what Postfix sends
+  milterkit serve examples/tag_suspicious.ts --listen inet:8891@127.0.0.1
+  milterkit serve my_filter.ts --listen unix:/run/milterkit/filter.sock --log-format json
+  milterkit serve my_filter.ts --check
+
+Postfix (main.cf):   smtpd_milters = inet:127.0.0.1:8890
+Sendmail (.mc):      INPUT_MAIL_FILTER(\`milterkit', \`S=inet:8890@127.0.0.1, F=T')
+`;
+
+function int(name: string, v: string | undefined, min = 0): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) {
+    throw new UsageError(`--${name} needs a whole number ≥ ${min}, got ${JSON.stringify(v)}`);
+  }
+  return n;
+}
+
+function fallbackOf(v: string | undefined): Fallback | undefined {
+  if (v === undefined) return undefined;
+  if (v === "tempfail" || v === "reject" || v === "accept" || v === "continue") return v;
+  throw new UsageError(`--fallback must be tempfail, reject, accept or continue, got ${v}`);
+}
+
+/** `milterkit serve`. */
+export const serveCommand: Subcommand = {
+  name: "serve",
+  summary: "serve a scripted filter (or log everything the MTA sends)",
+  usage: USAGE,
+  async run(args: string[], io: CliIo): Promise<number> {
+    const { values, positionals } = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        listen: { type: "string", short: "l", default: "inet:8890@127.0.0.1" },
+        fallback: { type: "string" },
+        "handler-timeout": { type: "string" },
+        "eom-timeout": { type: "string" },
+        progress: { type: "string" },
+        "idle-timeout": { type: "string" },
+        "max-connections": { type: "string" },
+        "max-frame": { type: "string" },
+        "unix-mode": { type: "string" },
+        "shutdown-grace": { type: "string" },
+        "log-format": { type: "string" },
+        "log-level": { type: "string", default: "info" },
+        "metrics-port": { type: "string" },
+        "metrics-host": { type: "string", default: "127.0.0.1" },
+        check: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+    if (values.help) {
+      io.stdout(USAGE);
+      return EXIT.OK;
+    }
+    if (positionals.length > 1) {
+      throw new UsageError(`Expected at most one SCRIPT, got ${positionals.length}`);
+    }
+    const script = positionals[0];
+    const format = values["log-format"] ?? (io.isTty ? "text" : "json");
+    if (format !== "text" && format !== "json") {
+      throw new UsageError(`--log-format must be text or json, got ${format}`);
+    }
+    const level = values["log-level"] as LogLevel;
+    if (!["debug", "info", "warn", "error"].includes(level)) {
+      throw new UsageError(`--log-level must be debug, info, warn or error, got ${level}`);
+    }
+    const unixMode = values["unix-mode"] === undefined
+      ? undefined
+      : Number.parseInt(values["unix-mode"], 8);
+    if (
+      unixMode !== undefined && (!Number.isInteger(unixMode) || unixMode < 0 || unixMode > 0o777)
+    ) {
+      throw new UsageError(`--unix-mode must be an octal mode such as 660`);
+    }
+    const options = {
+      fallback: fallbackOf(values.fallback),
+      handlerTimeoutMs: int("handler-timeout", values["handler-timeout"]),
+      eomTimeoutMs: int("eom-timeout", values["eom-timeout"]),
+      progressIntervalMs: int("progress", values.progress),
+      idleTimeoutMs: int("idle-timeout", values["idle-timeout"]),
+      maxConnections: int("max-connections", values["max-connections"], 1),
+      maxDataSize: int("max-frame", values["max-frame"], 1),
+      shutdownGraceMs: int("shutdown-grace", values["shutdown-grace"]),
+      unixMode,
+    };
+    const metricsPort = int("metrics-port", values["metrics-port"]);
+    const log = createLogger({
+      format,
+      level,
+      color: io.isTty && format === "text",
+      sink: (line) => io.stderr(line + "\n"),
+    });
+
+    let filter: Filter<never, never>;
+    if (script === undefined) filter = loggingFilter(log) as unknown as Filter<never, never>;
+    else filter = await loadFilter(script);
+    if (values.check) {
+      io.stdout(describeFilter(filter).join("\n") + "\n");
+      return EXIT.OK;
+    }
+
+    const clean = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+    const server: MilterServer = await listen(values.listen!, filter, { ...clean, logger: log });
+    let http: HttpServer | undefined;
+    if (metricsPort !== undefined) {
+      http = createServer((req, res) => {
+        if (req.url === "/metrics") {
+          res.writeHead(200, { "content-type": "text/plain; version=0.0.4" });
+          res.end(server.metrics.prometheus());
+        } else {
+          res.writeHead(404).end("not found\n");
+        }
+      });
+      await new Promise<void>((ok, fail) => {
+        http!.once("error", fail);
+        http!.listen(metricsPort, values["metrics-host"], () => ok());
+      });
+      log.info("metrics", { url: `http://${values["metrics-host"]}:${metricsPort}/metrics` });
+    }
+
+    let stops = 0;
+    const stop = () => {
+      stops++;
+      void server.stop(stops > 1 ? { graceMs: 0 } : undefined);
+    };
+    const unsubscribe = [
+      io.onSignal?.("SIGTERM", stop),
+      io.onSignal?.("SIGINT", stop),
+      io.onSignal?.("SIGHUP", () => {
+        if (script === undefined) return;
+        loadFilter(script, true).then((f) => {
+          server.setFilter(f);
+          log.info("reloaded", { script });
+        }, (e) => log.error("reload failed, keeping the running filter", { script, error: e }));
+      }),
+    ];
+    io.signal.addEventListener("abort", () => void server.stop(), { once: true });
+    await server.finished;
+    for (const u of unsubscribe) u?.();
+    if (http) await new Promise<void>((r) => http!.close(() => r()));
+    return EXIT.OK;
+  },
+};

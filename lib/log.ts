@@ -1,0 +1,142 @@
+/**
+ * Structured logging: one JSON object per line (for log shippers) or one readable text line
+ * (for a terminal), with levels. The sink is a function, so the core writes nowhere by itself.
+ *
+ * @module
+ */
+
+/** Log levels, most verbose first. */
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+const RANK: Readonly<Record<LogLevel, number>> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+/** Fields attached to a log line. */
+export type LogFields = Readonly<Record<string, unknown>>;
+
+/**
+ * Writes log lines.
+ *
+ * @example
+ * ```ts
+ * import { createLogger } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * const lines: string[] = [];
+ * const log = createLogger({ format: "json", sink: (l) => lines.push(l), now: () => 0 });
+ * log.info("listening", { address: "inet:8890@127.0.0.1" });
+ * assert.deepEqual(JSON.parse(lines[0]!), {
+ *   time: "1970-01-01T00:00:00.000Z", level: "info", event: "listening",
+ *   address: "inet:8890@127.0.0.1",
+ * });
+ * ```
+ */
+export interface Logger {
+  /** The lowest level written. */
+  readonly level: LogLevel;
+  /** Whether a level would be written (skip building costly fields otherwise). */
+  enabled(level: LogLevel): boolean;
+  /** Writes a line at `level`. */
+  log(level: LogLevel, event: string, fields?: LogFields): void;
+  /** Writes at debug level. */
+  debug(event: string, fields?: LogFields): void;
+  /** Writes at info level. */
+  info(event: string, fields?: LogFields): void;
+  /** Writes at warn level. */
+  warn(event: string, fields?: LogFields): void;
+  /** Writes at error level. */
+  error(event: string, fields?: LogFields): void;
+}
+
+/** Options of {@link createLogger}. */
+export interface LoggerOptions {
+  /** `json` (one object per line) or `text`. Default `json`. */
+  readonly format?: "json" | "text";
+  /** Lowest level written. Default `info`. */
+  readonly level?: LogLevel;
+  /** Receives each line, without the newline. */
+  readonly sink: (line: string) => void;
+  /** Clock (ms since epoch), for tests. */
+  readonly now?: () => number;
+  /** Colour the level in text format. */
+  readonly color?: boolean;
+}
+
+const COLORS: Readonly<Record<LogLevel, string>> = {
+  debug: "\x1b[2m",
+  info: "\x1b[36m",
+  warn: "\x1b[33m",
+  error: "\x1b[31m",
+};
+
+function textValue(v: unknown): string {
+  if (typeof v === "string") return /^[^\s"=]+$/.test(v) ? v : JSON.stringify(v);
+  if (v instanceof Error) return JSON.stringify(`${v.name}: ${v.message}`);
+  return JSON.stringify(v) ?? String(v);
+}
+
+function jsonSafe(fields: LogFields): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(fields)) {
+    out[k] = v instanceof Error ? { name: v.name, message: v.message } : v;
+  }
+  return out;
+}
+
+/**
+ * Creates a {@link Logger}.
+ *
+ * @param options Format, level and sink.
+ * @returns The logger.
+ *
+ * @example
+ * ```ts
+ * import { createLogger } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * const lines: string[] = [];
+ * const log = createLogger({ format: "text", level: "warn", sink: (l) => lines.push(l), now: () => 0 });
+ * log.info("hidden");
+ * log.warn("slow handler", { stage: "eom", ms: 1200 });
+ * assert.equal(lines.length, 1);
+ * assert.match(lines[0]!, /WARN slow handler stage=eom ms=1200/);
+ * ```
+ */
+export function createLogger(options: LoggerOptions): Logger {
+  const level = options.level ?? "info";
+  const min = RANK[level];
+  const now = options.now ?? Date.now;
+  const text = options.format === "text";
+  const color = options.color ?? false;
+  const write = (lvl: LogLevel, event: string, fields: LogFields = {}) => {
+    if (RANK[lvl] < min) return;
+    const time = new Date(now()).toISOString();
+    if (!text) {
+      options.sink(JSON.stringify({ time, level: lvl, event, ...jsonSafe(fields) }));
+      return;
+    }
+    const tag = lvl.toUpperCase().padEnd(5);
+    const parts = Object.entries(fields).filter(([, v]) => v !== undefined).map(([k, v]) =>
+      `${k}=${textValue(v)}`
+    );
+    const head = color ? `${COLORS[lvl]}${tag}\x1b[0m` : tag;
+    options.sink(`${time} ${head} ${event}${parts.length ? " " + parts.join(" ") : ""}`);
+  };
+  return {
+    level,
+    enabled: (l) => RANK[l] >= min,
+    log: write,
+    debug: (e, f) => write("debug", e, f),
+    info: (e, f) => write("info", e, f),
+    warn: (e, f) => write("warn", e, f),
+    error: (e, f) => write("error", e, f),
+  };
+}
+
+/**
+ * A logger that writes nothing.
+ *
+ * @example
+ * ```ts
+ * import { silentLogger } from "@milterkit/milterkit";
+ * silentLogger.info("nothing happens");
+ * ```
+ */
+export const silentLogger: Logger = createLogger({ level: "error", sink: () => {} });
