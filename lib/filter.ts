@@ -185,8 +185,10 @@ export type Handler<A extends unknown[]> = (
 export type MacroStage = "connect" | "helo" | "envfrom" | "envrcpt" | "data" | "eoh" | "eom";
 
 /**
- * A milter filter. Every handler is optional; an event without a handler is switched off in
- * negotiation (`SMFIP_NO*`) unless listed in `observe`.
+ * A milter filter. Every handler is optional. Negotiation follows from the handlers: the MTA
+ * waits for answers only where there is a handler; connect, helo, envelope and headers are
+ * still received without a handler (no round trip) to fill the context; other events without
+ * a handler are switched off.
  *
  * @typeParam C Per-connection state type.
  * @typeParam M Per-message state type.
@@ -217,8 +219,14 @@ export interface Filter<C = Record<string, unknown>, M = Record<string, unknown>
   readonly macros?: Readonly<Partial<Record<MacroStage, readonly string[]>>>;
   /** Handlers that never answer: negotiated as `SMFIP_NR_*`, so the MTA does not wait. */
   readonly noReply?: readonly EventName[];
-  /** Events to receive without a handler (to fill the context), without replies. */
+  /**
+   * Events to receive without a handler and without replies. connect, helo, envfrom, envrcpt
+   * and header are observed by default (they fill the context); list data, eoh, unknown or
+   * body here to receive them too.
+   */
   readonly observe?: readonly EventName[];
+  /** Events to switch off entirely (`SMFIP_NO*`), e.g. `["header"]` when headers don't matter. */
+  readonly ignore?: readonly EventName[];
   /** Ask for header values exactly as written, leading space included (`SMFIP_HDR_LEADSPC`). */
   readonly headerLeadingSpace?: boolean;
   /** Also receive recipients the MTA already rejected (`SMFIP_RCPT_REJ`). */

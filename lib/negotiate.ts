@@ -42,6 +42,18 @@ const EVENT_BITS: Readonly<Record<EventName, { no: number; nr: number; since: nu
   unknown: { no: SMFIP.NOUNKNOWN, nr: SMFIP.NR_UNKN, since: 3 },
 };
 
+/**
+ * Events received without a handler unless ignored: they are small, fill the context
+ * (client, sender, recipients, headers) and cost no round trip (`SMFIP_NR_*`).
+ */
+const OBSERVED_BY_DEFAULT: ReadonlySet<EventName> = new Set([
+  "connect",
+  "helo",
+  "envfrom",
+  "envrcpt",
+  "header",
+]);
+
 /** The events in protocol order. */
 export const EVENTS: readonly EventName[] = Object.keys(EVENT_BITS) as EventName[];
 
@@ -67,7 +79,8 @@ export type EventMode = "off" | "reply" | "noreply";
  * import assert from "node:assert/strict";
  * const req = requirementsOf({ actions: ["addHeader"], eom() {} });
  * assert.equal(req.actions, SMFIF.ADDHDRS);
- * assert.equal(req.events.connect, "off");
+ * assert.equal(req.events.header, "noreply");
+ * assert.equal(req.events.body, "off");
  * ```
  */
 export interface FilterRequirements {
@@ -82,9 +95,11 @@ export interface FilterRequirements {
 }
 
 /**
- * Derives what a filter needs from its handlers and declarations: events without a handler
- * are off (unless observed), declared `noReply` events are not answered, a buffered body is
- * received without answers.
+ * Derives what a filter needs from its handlers and declarations. An event with a handler is
+ * answered (or not, if listed in `noReply`). Without a handler, connect, helo, envfrom,
+ * envrcpt and header are received without replies (so the context knows the client, the
+ * envelope and the headers) unless listed in `ignore`; data, eoh, unknown and body are
+ * switched off (`SMFIP_NO*`) unless listed in `observe` (a buffered body is received too).
  *
  * @param filter The filter.
  * @returns Its requirements.
@@ -111,7 +126,8 @@ export function requirementsOf(filter: Filter<never, never>): FilterRequirements
   }
   const noReply = new Set(filter.noReply ?? []);
   const observe = new Set(filter.observe ?? []);
-  for (const e of [...noReply, ...observe]) {
+  const ignore = new Set(filter.ignore ?? []);
+  for (const e of [...noReply, ...observe, ...ignore]) {
     if (!(e in EVENT_BITS)) {
       throw new TypeError(`Unknown event ${JSON.stringify(e)}; known: ${EVENTS.join(", ")}`);
     }
@@ -121,7 +137,9 @@ export function requirementsOf(filter: Filter<never, never>): FilterRequirements
     const has = typeof (filter as Record<string, unknown>)[e] === "function" ||
       (e === "body" && typeof filter.bodyStream === "function");
     if (has) events[e] = noReply.has(e) ? "noreply" : "reply";
-    else if (observe.has(e) || (e === "body" && filter.bufferBody)) events[e] = "noreply";
+    else if (ignore.has(e)) events[e] = "off";
+    else if (OBSERVED_BY_DEFAULT.has(e) || observe.has(e)) events[e] = "noreply";
+    else if (e === "body" && filter.bufferBody) events[e] = "noreply";
     else events[e] = "off";
   }
   let features = 0;

@@ -19,6 +19,7 @@ const KNOWN = new Set([
   "macros",
   "noReply",
   "observe",
+  "ignore",
   "headerLeadingSpace",
   "rejectedRecipients",
   "bufferBody",
