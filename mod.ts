@@ -18,3 +18,4 @@ export * from "./lib/negotiate.ts";
 export * from "./lib/macros.ts";
 export * from "./lib/body_pipe.ts";
 export * from "./lib/filter_session.ts";
+export * from "./lib/proxy.ts";
