@@ -72,7 +72,7 @@ function dyingFilter(dieAfter: number): () => Promise<Duplex> {
 
 describe("proxyConnection", () => {
   it("relays both directions unchanged and taps every frame", async () => {
-    const upstream = async () => {
+    const upstream = (): Promise<Duplex> => {
       const [a, b] = duplexPair();
       void serveConnection(
         b,
@@ -81,7 +81,7 @@ describe("proxyConnection", () => {
           eom: (ctx) => ctx.addHeader("X-Via", "proxy"),
         }),
       );
-      return a;
+      return Promise.resolve(a);
     };
     const { mta, done, chunks, frames } = rig(upstream);
     const opt = await mta.negotiate();
@@ -166,10 +166,10 @@ describe("proxyConnection", () => {
 
   it("ends without hanging when the MTA disappears mid-session", async () => {
     let upstreamClosed = false;
-    const upstream = async () => {
+    const upstream = (): Promise<Duplex> => {
       const [a, b] = duplexPair();
       void serveConnection(b, defineFilter({ close: () => void (upstreamClosed = true) }));
-      return a;
+      return Promise.resolve(a);
     };
     const { mta, done } = rig(upstream);
     await mta.negotiate();
@@ -183,11 +183,11 @@ describe("proxyConnection", () => {
 
   it("keeps relaying when the tap cannot decode (garbage from the filter)", async () => {
     const garbage = new TextEncoder().encode("HTTP/1.1 400 Bad Request\r\n\r\n");
-    const upstream = async () => {
+    const upstream = (): Promise<Duplex> => {
       const [a, b] = duplexPair();
       const w = b.writable.getWriter();
       void w.write(garbage).then(() => w.close());
-      return a;
+      return Promise.resolve(a);
     };
     const { mta, done, chunks } = rig(upstream, { onUpstreamFailure: "close" });
     const w = mta as unknown as { send(c: Command): Promise<void> };
