@@ -29,6 +29,8 @@ export class ByteReader {
   readonly #what: string;
 
   /**
+   * Creates a reader positioned at the start of one payload.
+   *
    * @param bytes The payload.
    * @param code The command/response byte (for errors).
    * @param what The spec name of the frame (for errors), e.g. `SMFIC_CONNECT`.
@@ -138,31 +140,26 @@ export type Field =
  * ```
  */
 export function buildFrame(code: number, fields: readonly Field[]): Uint8Array {
-  const parts: (Uint8Array | number)[] = [];
+  // One pass to size the frame (non-ASCII strings are encoded here, ASCII ones are written
+  // directly below), then a single allocation: allocations dominate small frames in Deno.
+  const texts: (Uint8Array | undefined)[] = [];
   let size = 0;
   for (const f of fields) {
-    if ("u8" in f) {
-      size += 1;
-      parts.push(f.u8 & 0xff);
-    } else if ("u16" in f) {
+    if ("u8" in f) size += 1;
+    else if ("u16" in f) {
       checkInt(f.u16, 0xffff);
-      parts.push(new Uint8Array([f.u16 >> 8, f.u16 & 0xff]));
       size += 2;
     } else if ("u32" in f) {
       checkInt(f.u32, 0xffffffff);
-      const b = new Uint8Array(4);
-      new DataView(b.buffer).setUint32(0, f.u32);
-      parts.push(b);
       size += 4;
     } else if ("cstring" in f) {
-      const b = encodeText(f.cstring);
-      if (b.includes(0)) {
+      const encoded = isAscii(f.cstring) ? undefined : encodeText(f.cstring);
+      if (encoded === undefined ? f.cstring.includes("\0") : encoded.includes(0)) {
         throw new TypeError(`String contains a NUL byte: ${JSON.stringify(f.cstring)}`);
       }
-      parts.push(b, 0);
-      size += b.length + 1;
+      texts.push(encoded);
+      size += (encoded === undefined ? f.cstring.length : encoded.length) + 1;
     } else {
-      parts.push(f.raw);
       size += f.raw.length;
     }
   }
@@ -174,14 +171,38 @@ export function buildFrame(code: number, fields: readonly Field[]): Uint8Array {
   out[3] = len & 0xff;
   out[4] = code;
   let p = 5;
-  for (const part of parts) {
-    if (typeof part === "number") out[p++] = part;
-    else {
-      out.set(part, p);
-      p += part.length;
+  let t = 0;
+  for (const f of fields) {
+    if ("u8" in f) out[p++] = f.u8 & 0xff;
+    else if ("u16" in f) {
+      out[p++] = f.u16 >>> 8;
+      out[p++] = f.u16 & 0xff;
+    } else if ("u32" in f) {
+      out[p++] = f.u32 >>> 24;
+      out[p++] = (f.u32 >>> 16) & 0xff;
+      out[p++] = (f.u32 >>> 8) & 0xff;
+      out[p++] = f.u32 & 0xff;
+    } else if ("cstring" in f) {
+      const encoded = texts[t++];
+      if (encoded === undefined) {
+        const s = f.cstring;
+        for (let i = 0; i < s.length; i++) out[p++] = s.charCodeAt(i);
+      } else {
+        out.set(encoded, p);
+        p += encoded.length;
+      }
+      out[p++] = 0;
+    } else {
+      out.set(f.raw, p);
+      p += f.raw.length;
     }
   }
   return out;
+}
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) >= 0x80) return false;
+  return true;
 }
 
 function checkInt(v: number, max: number): void {

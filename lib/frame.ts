@@ -89,7 +89,11 @@ export class FrameDecoder {
   #consumed = 0;
   #failed: MilterProtocolError | undefined;
 
-  /** @param options The data-size limit. */
+  /**
+   * Creates a decoder with no bytes buffered.
+   *
+   * @param options The data-size limit.
+   */
   constructor(options: FrameDecoderOptions = {}) {
     this.#max = options.maxDataSize ?? DEFAULT_MAX_FRAME_DATA;
   }
@@ -248,7 +252,11 @@ export function describeCode(code: number): string {
  * ```
  */
 export class FrameDecoderStream extends TransformStream<Uint8Array, Frame> {
-  /** @param options The data-size limit. */
+  /**
+   * Creates the stream around a fresh {@link FrameDecoder}.
+   *
+   * @param options The data-size limit.
+   */
   constructor(options: FrameDecoderOptions = {}) {
     const decoder = new FrameDecoder(options);
     super({

@@ -26,17 +26,22 @@ const encoder = new TextEncoder();
  * ```
  */
 export function decodeText(bytes: Uint8Array): string {
-  let ascii = true;
-  for (let i = 0; i < bytes.length; i++) {
-    if (bytes[i]! >= 0x80) {
-      ascii = false;
-      break;
+  const n = bytes.length;
+  if (n < 64) {
+    // Short ASCII (most milter strings): a plain loop beats both TextDecoder and
+    // String.fromCharCode(...spread) in Deno and Bun.
+    let s = "";
+    for (let i = 0; i < n; i++) {
+      const b = bytes[i]!;
+      if (b >= 0x80) return decodeUtf8(bytes);
+      s += String.fromCharCode(b);
     }
+    return s;
   }
-  if (ascii) {
-    if (bytes.length < 64) return String.fromCharCode(...bytes);
-    return utf8.decode(bytes);
-  }
+  return decodeUtf8(bytes);
+}
+
+function decodeUtf8(bytes: Uint8Array): string {
   try {
     return utf8.decode(bytes);
   } catch {
@@ -160,7 +165,9 @@ function pushUtf8(out: number[], c: number): void {
 export function displayText(text: string): string {
   if (text.isWellFormed()) return text;
   return text.replace(
-    /[\udc80-\udcff]/g,
+    // The `u` flag makes the class match lone surrogates only, never the low half of a pair
+    // (U+1F480 is D83D DC80 in UTF-16).
+    /[\udc80-\udcff]/gu,
     (c) => `\\x${(c.charCodeAt(0) - 0xdc00).toString(16).padStart(2, "0")}`,
   );
 }
