@@ -28,7 +28,11 @@ export class BodyPipe {
   #cancelled = false;
   #closed = false;
 
-  /** @param highWaterMark Bytes queued before `push` waits (default 256 KiB). */
+  /**
+   * Creates the pipe.
+   *
+   * @param highWaterMark Bytes queued before `push` waits (default 256 KiB).
+   */
   constructor(highWaterMark = 256 * 1024) {
     this.stream = new ReadableStream<Uint8Array>(
       {

@@ -17,6 +17,8 @@
  */
 export class MilterError extends Error {
   /**
+   * Creates the error.
+   *
    * @param message What went wrong, sentence case, no trailing period.
    * @param options Standard `ErrorOptions` (`cause`).
    */
@@ -74,6 +76,8 @@ export class MilterProtocolError extends MilterError {
   readonly offset: number | undefined;
 
   /**
+   * Creates the error.
+   *
    * @param message What was wrong, naming the limit or the field.
    * @param details Reason, code, offset and cause.
    */
@@ -103,6 +107,8 @@ export class MilterNegotiationError extends MilterError {
   readonly missing: readonly string[];
 
   /**
+   * Creates the error.
+   *
    * @param message What is missing.
    * @param missing Names of the missing flags.
    * @param options Standard `ErrorOptions`.
@@ -129,6 +135,8 @@ export class MilterTimeoutError extends MilterError {
   readonly timeoutMs: number;
 
   /**
+   * Creates the error.
+   *
    * @param message What timed out.
    * @param timeoutMs The limit in milliseconds.
    * @param options Standard `ErrorOptions`.
@@ -152,6 +160,8 @@ export class MilterTimeoutError extends MilterError {
  */
 export class ConnectionClosedError extends MilterError {
   /**
+   * Creates the error.
+   *
    * @param message What was going on when the connection ended.
    * @param options Standard `ErrorOptions`.
    */
@@ -179,6 +189,8 @@ export class FilterHandlerError extends MilterError {
   readonly stage: string;
 
   /**
+   * Creates the error.
+   *
    * @param message What the handler did wrong.
    * @param stage The handler name (`connect`, `eom`, …).
    * @param options Standard `ErrorOptions` (`cause`: what the handler threw).
