@@ -72,7 +72,7 @@ export interface SessionOptions {
 }
 
 /** How a session ended. */
-export interface SessionSummary {
+export interface ServedSession {
   /** Messages that reached a verdict. */
   readonly messages: number;
   /** What was negotiated (undefined when negotiation did not happen). */
@@ -121,7 +121,7 @@ export function serveConnection<C, M>(
   conn: Duplex,
   filter: Filter<C, M>,
   options: SessionOptions = {},
-): Promise<SessionSummary> {
+): Promise<ServedSession> {
   return new FilterSession(conn, filter, options).run();
 }
 
@@ -168,13 +168,13 @@ class FilterSession<C, M> {
     }
   }
 
-  async run(): Promise<SessionSummary> {
+  async run(): Promise<ServedSession> {
     const reader = this.#conn.readable.getReader();
     this.#writer = this.#conn.writable.getWriter();
     const decoder = new FrameDecoder(
       this.#opts.maxDataSize === undefined ? {} : { maxDataSize: this.#opts.maxDataSize },
     );
-    let end: SessionSummary["end"] = "eof";
+    let end: ServedSession["end"] = "eof";
     let error: Error | undefined;
     const outer = this.#opts.signal;
     const onOuterAbort = () => this.#abort.abort(outer?.reason);
@@ -196,7 +196,7 @@ class FilterSession<C, M> {
         }
       }
     } catch (e) {
-      if (e instanceof Stop) end = e.message as SessionSummary["end"];
+      if (e instanceof Stop) end = e.message as ServedSession["end"];
       else {
         end = "error";
         error = e instanceof Error ? e : new MilterError(String(e));
@@ -217,7 +217,7 @@ class FilterSession<C, M> {
       if (end === "quit" || end === "eof") await this.#writer.close().catch(() => {});
       else await this.#writer.abort(error).catch(() => {});
     }
-    const summary: SessionSummary = { messages: this.#messages, negotiated: this.#negotiated, end };
+    const summary: ServedSession = { messages: this.#messages, negotiated: this.#negotiated, end };
     return error ? { ...summary, error } : summary;
   }
 

@@ -9,7 +9,7 @@ import {
   serveConnection,
   type SessionEvent,
   type SessionOptions,
-  type SessionSummary,
+  type ServedSession,
   SMFIF,
   SMFIP,
 } from "../mod.ts";
@@ -20,7 +20,7 @@ import { RawMta } from "./helpers/raw_mta.ts";
 function start(filter: Filter<any, any>, options: SessionOptions = {}) {
   const [mtaSide, filterSide] = duplexPair();
   const events: SessionEvent[] = [];
-  const done: Promise<SessionSummary> = serveConnection(filterSide, filter, {
+  const done: Promise<ServedSession> = serveConnection(filterSide, filter, {
     ...options,
     onEvent: (e) => events.push(e),
   });
