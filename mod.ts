@@ -18,7 +18,6 @@ export * from "./lib/negotiate.ts";
 export * from "./lib/macros.ts";
 export * from "./lib/body_pipe.ts";
 export * from "./lib/filter_session.ts";
-export * from "./lib/proxy.ts";
 export * from "./lib/esmtp.ts";
 export * from "./lib/client.ts";
 export * from "./lib/client_types.ts";
@@ -33,3 +32,19 @@ export * from "./lib/mta_defaults.ts";
 export * from "./lib/log.ts";
 export * from "./lib/metrics.ts";
 export * from "./lib/logging_filter.ts";
+export * from "./lib/pcap.ts";
+export * from "./lib/tcp_reassembly.ts";
+export * from "./lib/annotate.ts";
+export * from "./lib/annotate_check.ts";
+export * from "./lib/annotate_feed.ts";
+export * from "./lib/annotate_messages.ts";
+export * from "./lib/annotate_text.ts";
+export * from "./lib/recording.ts";
+export * from "./lib/timeline.ts";
+export {
+  proxyConnection,
+  type ProxyOptions,
+  type ProxySummary,
+  type TapFrame,
+  type UpstreamFailurePolicy,
+} from "./lib/proxy.ts";

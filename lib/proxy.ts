@@ -17,8 +17,7 @@ import { decodeReply } from "./reply_codec.ts";
 import type { Command, Duplex, Frame, Reply } from "./types.ts";
 import { SMFIP } from "./wire.ts";
 
-/** Direction of traffic through the proxy. */
-export type Direction = "to-filter" | "to-mta";
+import type { Direction } from "./tcp_reassembly.ts";
 
 /** What the MTA is told when the real filter is down or dies. */
 export type UpstreamFailurePolicy = "tempfail" | "accept" | "reject" | "close";
