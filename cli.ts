@@ -12,11 +12,19 @@ import { Readable } from "node:stream";
 import { readFile } from "node:fs/promises";
 import * as milterkit from "./mod.ts";
 import { main } from "./lib/cli/main.ts";
+import { dumpCommand } from "./lib/cli/dump.ts";
+import { proxyCommand } from "./lib/cli/proxy.ts";
+import { sendCommand } from "./lib/cli/send.ts";
 import { serveCommand } from "./lib/cli/serve.ts";
 import type { CliIo, Subcommand } from "./lib/cli/types.ts";
 
 /** Every subcommand of the binary, in help order. */
-export const COMMANDS: readonly Subcommand[] = [serveCommand];
+export const COMMANDS: readonly Subcommand[] = [
+  serveCommand,
+  sendCommand,
+  proxyCommand,
+  dumpCommand,
+];
 
 /** Names a user script may import the toolkit by. */
 const PACKAGE_NAMES = ["@milterkit/milterkit", "jsr:@milterkit/milterkit", "milterkit"];

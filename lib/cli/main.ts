@@ -10,8 +10,7 @@ import { MilterError } from "../errors.ts";
 import { ScriptError } from "./script.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 
-/** The version printed by `--version`. */
-export const VERSION = "0.1.0";
+import { VERSION } from "./version.ts";
 
 function overview(commands: readonly Subcommand[]): string {
   const width = Math.max(...commands.map((c) => c.name.length));

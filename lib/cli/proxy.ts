@@ -1,0 +1,279 @@
+/**
+ * `milterkit proxy --listen SPEC --upstream SPEC`: a transparent tap between an MTA and a
+ * filter that shows the traffic decoded and records it.
+ *
+ * @module
+ */
+
+import { closeSync, openSync, renameSync, statSync, writeSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { SessionAnnotator } from "../annotate.ts";
+import type { AnnotatedEvent, MessageSummary } from "../annotate_types.ts";
+import { describeDecoded } from "../annotate_text.ts";
+import { formatSocketSpec } from "../address.ts";
+import type { Connection } from "../adapters/types.ts";
+import { createLogger } from "../log.ts";
+import { connect, listen } from "../net.ts";
+import { proxyConnection, type UpstreamFailurePolicy } from "../proxy.ts";
+import { RecordingWriter } from "../recording.ts";
+import type { Direction } from "../tcp_reassembly.ts";
+import { describeOutcome } from "../timeline.ts";
+import { displayText } from "../text.ts";
+import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
+import { VERSION } from "./version.ts";
+
+const USAGE = `Usage: milterkit proxy --listen SPEC --upstream SPEC [options]
+
+Sit between an MTA and a filter: the MTA connects to the proxy, the proxy
+connects to the real filter and forwards every byte unchanged both ways (the
+filter's negotiation is what the MTA sees). Every frame is shown decoded, with
+the time the filter took to answer, and a summary line per message.
+
+Options:
+  -l, --listen SPEC              where the MTA connects (e.g. inet:8891@127.0.0.1)
+  -u, --upstream SPEC            the real filter (e.g. inet:8890@127.0.0.1, unix:/run/f.sock)
+  -r, --record FILE              append a recording (JSON Lines: raw bytes of both
+                                 directions with timestamps, and decoded events);
+                                 read it with milterkit dump FILE
+      --redact                   leave header values and body bytes out of the recording
+      --rotate-size BYTES        start a new recording file past this size (FILE.1, FILE.2, …)
+      --rotate-keep N            rotated files kept (default 5)
+      --on-upstream-failure KIND what the MTA is told when the filter is down or dies:
+                                 tempfail (default), accept, reject, or close (the MTA
+                                 then applies its own milter_default_action)
+      --connect-timeout MS       time to reach the filter (default 5000)
+      --quiet                    no per-frame lines, only message summaries and notes
+      --json                     one JSON object per line instead of text
+      --color WHEN               auto (default), always, never
+  -h, --help                     show this help
+
+Examples:
+  milterkit proxy -l inet:8891@127.0.0.1 -u inet:8890@127.0.0.1
+  milterkit proxy -l inet:8891@127.0.0.1 -u unix:/run/opendkim/opendkim.sock -r dkim.jsonl --redact
+
+Then point Postfix at the proxy: smtpd_milters = inet:127.0.0.1:8891
+`;
+
+/** A recording sink: one line per write (no buffering here), rotated by size. */
+class RecordingFile {
+  #fd: number;
+  #size: number;
+  readonly #path: string;
+  readonly #limit: number;
+  readonly #keep: number;
+  readonly #header: string[] = [];
+
+  constructor(path: string, limit: number, keep: number) {
+    this.#path = path;
+    this.#limit = limit;
+    this.#keep = keep;
+    this.#fd = openSync(path, "a", 0o640);
+    this.#size = statSync(path).size;
+  }
+
+  write(line: string): void {
+    if (this.#header.length === 0) this.#header.push(line);
+    if (this.#limit > 0 && this.#size > this.#limit) this.#rotate();
+    const data = line + "\n";
+    // writeSync: the line is in the kernel when this returns, so a kill loses nothing written.
+    this.#size += writeSync(this.#fd, data);
+  }
+
+  #rotate(): void {
+    closeSync(this.#fd);
+    for (let i = this.#keep - 1; i >= 1; i--) {
+      try {
+        renameSync(`${this.#path}.${i}`, `${this.#path}.${i + 1}`);
+      } catch { /* missing */ }
+    }
+    renameSync(this.#path, `${this.#path}.1`);
+    this.#fd = openSync(this.#path, "a", 0o640);
+    this.#size = 0;
+    // Each file starts with the header line, so it reads on its own.
+    for (const h of this.#header) this.#size += writeSync(this.#fd, h + "\n");
+  }
+
+  close(): void {
+    closeSync(this.#fd);
+  }
+}
+
+const ARROW: Readonly<Record<Direction, string>> = { "to-filter": "→", "to-mta": "←" };
+
+function messageLine(m: MessageSummary): string {
+  const rcpts = m.recipients.map((r) =>
+    r.outcome && r.outcome.kind !== "accept" ? `${r.address}(${r.outcome.kind})` : r.address
+  ).join(",");
+  const lat = Object.entries(m.latency).map(([stage, l]) => `${stage}=${l.totalMs.toFixed(1)}ms`)
+    .join(" ");
+  const mods = m.modifications.length
+    ? ` changes=${m.modifications.map((x) => x.type).join(",")}`
+    : "";
+  return `from=${displayText(m.sender ?? "?")} to=${rcpts || "-"} verdict=${
+    describeOutcome(m.outcome)
+  }${mods} body=${m.bodySize}B${lat ? ` latency[${lat}]` : ""}`;
+}
+
+/** `milterkit proxy`. */
+export const proxyCommand: Subcommand = {
+  name: "proxy",
+  summary: "relay an MTA to a filter unchanged while showing and recording the traffic",
+  usage: USAGE,
+  async run(args: string[], io: CliIo): Promise<number> {
+    const { values, positionals } = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        listen: { type: "string", short: "l" },
+        upstream: { type: "string", short: "u" },
+        record: { type: "string", short: "r" },
+        redact: { type: "boolean", default: false },
+        "rotate-size": { type: "string", default: "0" },
+        "rotate-keep": { type: "string", default: "5" },
+        "on-upstream-failure": { type: "string", default: "tempfail" },
+        "connect-timeout": { type: "string", default: "5000" },
+        quiet: { type: "boolean", default: false },
+        json: { type: "boolean", default: false },
+        color: { type: "string", default: "auto" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+    if (values.help) {
+      io.stdout(USAGE);
+      return EXIT.OK;
+    }
+    if (positionals.length > 0) throw new UsageError(`Unexpected argument ${positionals[0]}`);
+    if (!values.listen) throw new UsageError("--listen SPEC is required");
+    if (!values.upstream) throw new UsageError("--upstream SPEC is required");
+    const policy = values["on-upstream-failure"] as UpstreamFailurePolicy;
+    if (!["tempfail", "accept", "reject", "close"].includes(policy)) {
+      throw new UsageError("--on-upstream-failure must be tempfail, accept, reject or close");
+    }
+    const num = (name: string, v: string) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} needs a whole number`);
+      return n;
+    };
+    const rotateSize = num("rotate-size", values["rotate-size"]!);
+    const rotateKeep = Math.max(1, num("rotate-keep", values["rotate-keep"]!));
+    const connectTimeout = num("connect-timeout", values["connect-timeout"]!);
+    const color = values.color === "always" || (values.color === "auto" && io.isTty);
+    const upstream = values.upstream;
+    const log = createLogger({
+      format: values.json ? "json" : "text",
+      color,
+      sink: (l) => io.stderr(l + "\n"),
+    });
+
+    const file = values.record
+      ? new RecordingFile(values.record, rotateSize, rotateKeep)
+      : undefined;
+    const recorder = file
+      ? new RecordingWriter((l) => file.write(l), {
+        redact: values.redact,
+        header: { tool: `milterkit ${VERSION}`, upstream },
+      })
+      : undefined;
+
+    const listener = await listen(values.listen);
+    const where = formatSocketSpec(listener.address);
+    log.info("proxy listening", { listen: where, upstream, record: values.record, policy });
+    const print = (line: string) => io.stdout(line + "\n");
+    const sessions = new Set<Promise<void>>();
+    let next = 1;
+
+    const handle = async (conn: Connection) => {
+      const id = `s${next++}`;
+      const started = Date.now();
+      const annotator = new SessionAnnotator({ keepEvents: false });
+      let printed = 0;
+      const mta = conn.remote ? formatSocketSpec(conn.remote) : "?";
+      recorder?.start(id, { mta, filter: upstream, time: started });
+      if (!values.json) print(`[${id}] connection from ${mta}`);
+      const show = (e: AnnotatedEvent) => {
+        if (values.quiet) return;
+        const lat = e.latencyMs !== undefined ? ` (${e.latencyMs.toFixed(1)} ms)` : "";
+        if (values.json) {
+          print(JSON.stringify({
+            session: id,
+            t: e.time,
+            dir: e.direction,
+            stage: e.stage,
+            frame: describeDecoded(e.decoded, e.direction),
+            latencyMs: e.latencyMs,
+          }));
+          return;
+        }
+        const text = displayText(describeDecoded(e.decoded, e.direction));
+        const t = e.time !== undefined ? `+${(e.time - started).toFixed(0)}ms` : "";
+        const line = `[${id} ${t}] ${ARROW[e.direction]} ${text}${lat}`;
+        print(color && e.direction === "to-mta" ? `\x1b[36m${line}\x1b[0m` : line);
+      };
+      const summarise = () => {
+        const s = annotator.summary();
+        for (const m of s.messages.slice(printed)) {
+          if (m.outcome.kind === "incomplete") break;
+          printed++;
+          if (values.json) {
+            print(JSON.stringify({ session: id, message: m.index, summary: messageLine(m) }));
+          } else print(`[${id}] message ${m.index + 1}: ${messageLine(m)}`);
+        }
+      };
+      const summary = await proxyConnection(conn, {
+        onUpstreamFailure: policy,
+        connectUpstream: () => connect(upstream, { timeoutMs: connectTimeout }),
+        onChunk: (dir, time, bytes) => {
+          try {
+            recorder?.data(id, dir, bytes, time);
+          } catch (e) {
+            log.error("recording failed", { session: id, error: e });
+          }
+        },
+        onFrame: (f) => {
+          const e = f.direction === "to-filter"
+            ? annotator.pushCommand(f.frame, f.time)
+            : annotator.pushReply(f.frame, f.time);
+          show(e);
+          const type = "decoded" in f ? f.decoded.type : "";
+          if (
+            type === "abort" || type === "quit" ||
+            (f.direction === "to-mta" && e.final && e.stage === "eom")
+          ) {
+            summarise();
+          }
+        },
+        onNote: (m, err) => {
+          log.warn(m, { session: id, error: err?.message });
+          recorder?.note(m, id);
+        },
+        now: () => Date.now(),
+      });
+      summarise();
+      for (const issue of annotator.issues) {
+        log.warn("protocol issue", { session: id, rule: issue.rule, detail: issue.message });
+      }
+      recorder?.end(id, { reason: summary.end });
+      log.info("session end", {
+        session: id,
+        end: summary.end,
+        fallback: summary.fallback || undefined,
+        toFilter: summary.bytes["to-filter"],
+        toMta: summary.bytes["to-mta"],
+        ms: Date.now() - started,
+      });
+      conn.close();
+    };
+
+    const stop = () => void listener.close();
+    io.signal.addEventListener("abort", stop, { once: true });
+    for await (const conn of listener) {
+      const p = handle(conn).catch((e) => log.error("session failed", { error: e }));
+      sessions.add(p);
+      void p.finally(() => sessions.delete(p));
+    }
+    await Promise.all(sessions);
+    file?.close();
+    log.info("proxy stopped", { listen: where });
+    return EXIT.OK;
+  },
+};
