@@ -48,3 +48,14 @@ export {
   type TapFrame,
   type UpstreamFailurePolicy,
 } from "./lib/proxy.ts";
+export * from "./lib/address.ts";
+export type * from "./lib/adapters/types.ts";
+export {
+  adapterFor,
+  connect as connectSocket,
+  listen as listenSocket,
+  type NetConnectOptions,
+  type NetListenOptions,
+  runtimeAdapterName,
+} from "./lib/net.ts";
+export * from "./lib/server.ts";

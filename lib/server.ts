@@ -8,7 +8,13 @@
 
 import type { SocketAddress } from "./address.ts";
 import { formatSocketSpec } from "./address.ts";
-import type { Connection, Listener, ListenOptions } from "./adapters/types.ts";
+import type {
+  AdapterName,
+  Connection,
+  Listener,
+  ListenOptions,
+  NetworkAdapter,
+} from "./adapters/types.ts";
 import {
   ConnectionClosedError,
   FilterHandlerError,
@@ -20,10 +26,12 @@ import type { Filter } from "./filter.ts";
 import { type Fallback, serveConnection, type SessionEvent } from "./filter_session.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
-import { listen as listenSocket } from "./net.ts";
+import { adapterFor, listen as listenSocket } from "./net.ts";
 
 /** Options of {@link listen} and {@link serveListener}. */
 export interface ServerOptions extends ListenOptions {
+  /** Socket adapter: `"deno"`, `"bun"`, `"node"` or an adapter object (default: the runtime's). */
+  readonly adapter?: AdapterName | NetworkAdapter;
   /** Answer when a handler throws, times out or returns something illegal. Default tempfail. */
   readonly fallback?: Fallback;
   /** Largest frame data accepted (default 1 MiB). */
@@ -101,7 +109,11 @@ export async function listen<C, M>(
   filter: Filter<C, M>,
   options: ServerOptions = {},
 ): Promise<MilterServer> {
-  const listener = await listenSocket(spec, options);
+  const adapter = typeof options.adapter === "string"
+    ? await adapterFor(options.adapter)
+    : options.adapter;
+  const { adapter: _named, ...rest } = options;
+  const listener = await listenSocket(spec, adapter ? { ...rest, adapter } : rest);
   return serveListener(listener, filter, options);
 }
 

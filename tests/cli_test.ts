@@ -1,0 +1,86 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { COMMANDS } from "../cli.ts";
+import { main } from "../lib/cli/main.ts";
+import { VERSION } from "../lib/cli/version.ts";
+import { fakeIo } from "./helpers/fake_io.ts";
+
+describe("milterkit command line", () => {
+  it("prints the overview with every subcommand for --help, and exits 2 without arguments", async () => {
+    const io = fakeIo();
+    assert.equal(await main(["--help"], io, COMMANDS), 0);
+    for (const c of ["serve", "send", "proxy", "dump"]) {
+      assert.match(io.out(), new RegExp(`\\n  ${c} `));
+    }
+    assert.equal(await main([], fakeIo(), COMMANDS), 2);
+  });
+
+  it("prints the version, equal to deno.json's and package.json's", async () => {
+    const io = fakeIo();
+    assert.equal(await main(["--version"], io, COMMANDS), 0);
+    assert.equal(io.out(), `milterkit ${VERSION}\n`);
+    const deno = JSON.parse(readFileSync(new URL("../deno.json", import.meta.url), "utf8"));
+    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
+    assert.equal(deno.version, VERSION);
+    assert.equal(pkg.version, VERSION);
+  });
+
+  for (const name of ["serve", "send", "proxy", "dump"]) {
+    it(`shows the usage of ${name} for "help ${name}" and "${name} --help"`, async () => {
+      const a = fakeIo();
+      const b = fakeIo();
+      assert.equal(await main(["help", name], a, COMMANDS), 0);
+      assert.equal(await main([name, "--help"], b, COMMANDS), 0);
+      assert.match(a.out(), new RegExp(`^Usage: milterkit ${name}`));
+      assert.equal(a.out(), b.out());
+      assert.match(a.out(), /Examples?:/);
+    });
+  }
+
+  it("exits 2 with the usage for an unknown option or command", async () => {
+    const io = fakeIo();
+    assert.equal(await main(["serve", "--no-such-option"], io, COMMANDS), 2);
+    assert.match(io.err(), /milterkit serve: .*no-such-option/);
+    assert.match(io.err(), /Usage: milterkit serve/);
+    const io2 = fakeIo();
+    assert.equal(await main(["frobnicate"], io2, COMMANDS), 2);
+    assert.match(io2.err(), /unknown command "frobnicate"/);
+  });
+
+  it("exits 2 when send has no --connect, and for a bad --fallback", async () => {
+    const io = fakeIo();
+    assert.equal(await main(["send"], io, COMMANDS), 2);
+    assert.match(io.err(), /--connect SPEC is required/);
+    const io2 = fakeIo();
+    assert.equal(await main(["serve", "--fallback", "maybe", "--check"], io2, COMMANDS), 2);
+    assert.match(io2.err(), /--fallback must be/);
+  });
+
+  it("serve --check loads a script and prints what it negotiates", async () => {
+    const io = fakeIo();
+    assert.equal(await main(["serve", "examples/tag_suspicious.ts", "--check"], io, COMMANDS), 0);
+    const out = io.out();
+    assert.match(out, /^filter: tag-suspicious$/m);
+    assert.match(out, /^actions: ADDHDRS CHGHDRS$/m);
+    assert.match(out, /^events received without reply: connect helo envfrom envrcpt header$/m);
+    assert.match(out, /^events switched off: data eoh body unknown$/m);
+  });
+
+  it("serve --check names a script that does not export a filter, exit 1", async () => {
+    const io = fakeIo();
+    assert.equal(await main(["serve", "tests/helpers/fake_io.ts", "--check"], io, COMMANDS), 1);
+    assert.match(io.err(), /ScriptError: .*must export a filter object/);
+  });
+
+  it("dump decodes a capture given as a byte-stream pair", async () => {
+    const io = fakeIo();
+    const code = await main(
+      ["dump", "tests/data/captures/postfix-libmilter/pcap.s1.to-filter.bin"],
+      io,
+      COMMANDS,
+    );
+    assert.equal(code, 0);
+    assert.match(io.out(), /550 5\.7\.1 Message rejected by libmilter testfilter \(REJECTME\)/);
+  });
+});
