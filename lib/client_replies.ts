@@ -137,7 +137,11 @@ export class ReplyJudge {
   readonly #ctx: JudgeContext;
   #replbody: "none" | "open" | "locked" = "none";
 
-  /** @param ctx The command and what was negotiated. */
+  /**
+   * Creates a judge for one command.
+   *
+   * @param ctx The command and what was negotiated.
+   */
   constructor(ctx: JudgeContext) {
     this.#ctx = ctx;
   }

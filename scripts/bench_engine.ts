@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-console
 /**
  * Sessions per second of the filter engine driven by the MTA engine over in-memory streams
  * (no sockets): each session negotiates, sends one Postfix-style transaction (connect, helo,
@@ -8,13 +9,7 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import {
-  defineFilter,
-  endSession,
-  MilterClient,
-  runTransaction,
-  serveConnection,
-} from "../mod.ts";
+import { defineFilter, endSession, MilterClient, runTransaction, serveConnection } from "../mod.ts";
 import { duplexPair } from "../lib/testing.ts";
 
 const { values } = parseArgs({
@@ -70,8 +65,11 @@ await Promise.all(Array.from({ length: parallel }, async () => {
   }
 }));
 latencies.sort((a, b) => a - b);
-const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;
+const q = (p: number) =>
+  latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;
 console.log(
-  `${runtime} engine: ${(count / seconds).toFixed(0)} sessions/s (parallel ${parallel}, body ${values.body} B), ` +
+  `${runtime} engine: ${
+    (count / seconds).toFixed(0)
+  } sessions/s (parallel ${parallel}, body ${values.body} B), ` +
     `p50 ${q(0.5).toFixed(3)} ms, p99 ${q(0.99).toFixed(3)} ms`,
 );

@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-console
 /**
  * Builds the single binary `dist/milterkit`.
  *

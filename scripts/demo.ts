@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-console
 /**
  * `npm run demo`: what milterkit does, in one go, as a user would run it.
  *  1. `milterkit serve examples/tag_suspicious.ts` on a free loopback port;

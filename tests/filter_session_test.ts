@@ -7,9 +7,9 @@ import {
   MilterNegotiationError,
   type Reply,
   serveConnection,
+  type ServedSession,
   type SessionEvent,
   type SessionOptions,
-  type ServedSession,
   SMFIF,
   SMFIP,
 } from "../mod.ts";
