@@ -4,7 +4,8 @@
 //
 //   npm test [-- [--unit] [--only deno|bun] [--no-checks] [FILE_OR_DIR...]]
 //
-// 1. Check steps: deno fmt --check, deno lint, deno check, deno doc --lint mod.ts, bun check.
+// 1. Check steps: deno fmt --check, deno lint, deno check, deno doc --lint mod.ts, bun check,
+//    deno publish --dry-run.
 //    Each failed step counts as one failed item.
 // 2. When interop tests are selected and we are root: scripts/peers/install.sh (real Postfix,
 //    libmilter, OpenDKIM...); a failure counts as one failed item.
@@ -398,6 +399,8 @@ if (opts.checks) {
   if (existsSync(join(ROOT, "mod.ts"))) {
     await checkStep("deno doc --lint mod.ts", DENO, ["doc", "--lint", "mod.ts"]);
     await checkStep("bun check mod.ts", BUN, ["check", "mod.ts"]);
+    // JSR's checks (slow types, exports) so the package stays publishable.
+    await checkStep("deno publish --dry-run", DENO, ["publish", "--dry-run", "--allow-dirty"]);
   }
 }
 
