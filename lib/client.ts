@@ -437,7 +437,7 @@ export class MilterClient {
     try {
       stray = await this.#ch.poll();
     } catch (e) {
-      this.#failure ??= e;
+      this.#fail(e);
       throw e;
     }
     if (stray) {
@@ -445,16 +445,25 @@ export class MilterClient {
         `Filter sent a response nobody asked for after the reply to ${this.#lastReplied}`,
         { reason: "unexpected" },
       );
-      this.#failure = e;
+      this.#fail(e);
       throw e;
     }
+  }
+
+  /**
+   * A failure ends the conversation, as in Postfix: later commands are refused and the
+   * connection is released at once, so the filter sees it end instead of waiting forever.
+   */
+  #fail(e: unknown): void {
+    this.#failure ??= e;
+    void this.#ch.close(0);
   }
 
   async #guard<T>(fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (e) {
-      this.#failure ??= e;
+      this.#fail(e);
       throw e;
     }
   }
