@@ -12,6 +12,7 @@ import { Readable } from "node:stream";
 import { readFile } from "node:fs/promises";
 import * as milterkit from "./mod.ts";
 import { main } from "./lib/cli/main.ts";
+import { benchCommand } from "./lib/cli/bench.ts";
 import { dumpCommand } from "./lib/cli/dump.ts";
 import { proxyCommand } from "./lib/cli/proxy.ts";
 import { sendCommand } from "./lib/cli/send.ts";
@@ -24,6 +25,7 @@ export const COMMANDS: readonly Subcommand[] = [
   sendCommand,
   proxyCommand,
   dumpCommand,
+  benchCommand,
 ];
 
 /** Names a user script may import the toolkit by. */

@@ -2,6 +2,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { COMMANDS } from "../cli.ts";
+import { defineFilter, formatSocketSpec, listen } from "../mod.ts";
 import { main } from "../lib/cli/main.ts";
 import { VERSION } from "../lib/cli/version.ts";
 import { fakeIo } from "./helpers/fake_io.ts";
@@ -26,7 +27,7 @@ describe("milterkit command line", () => {
     assert.equal(pkg.version, VERSION);
   });
 
-  for (const name of ["serve", "send", "proxy", "dump"]) {
+  for (const name of ["serve", "send", "proxy", "dump", "bench"]) {
     it(`shows the usage of ${name} for "help ${name}" and "${name} --help"`, async () => {
       const a = fakeIo();
       const b = fakeIo();
@@ -82,5 +83,29 @@ describe("milterkit command line", () => {
     );
     assert.equal(code, 0);
     assert.match(io.out(), /550 5\.7\.1 Message rejected by libmilter testfilter \(REJECTME\)/);
+  });
+
+  it("bench loads a filter and reports messages/s, verdicts and per-stage latency", async () => {
+    let n = 0;
+    const server = await listen(
+      "inet:0@127.0.0.1",
+      defineFilter({ envrcpt: () => undefined, eom: () => (++n % 2 ? "accept" : "reject") }),
+    );
+    const io = fakeIo();
+    const code = await main(
+      ["bench", "-c", formatSocketSpec(server.address), "-n", "3", "--total", "30", "--json"],
+      io,
+      COMMANDS,
+    );
+    await server.stop({ graceMs: 1000 });
+    assert.equal(code, 0, io.err());
+    const r = JSON.parse(io.out());
+    assert.equal(r.messages, 30);
+    assert.equal(r.verdicts.accept + r.verdicts.reject, 30);
+    assert.equal(r.verdicts.reject, 15);
+    assert.equal(r.stages.rcpt.count, 30);
+    assert.equal(r.stages.eom.count, 30);
+    assert.ok(r.messagesPerSecond > 0);
+    assert.ok(r.message.p50 <= r.message.p99);
   });
 });
