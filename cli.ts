@@ -10,6 +10,8 @@
 import process from "node:process";
 import { Readable } from "node:stream";
 import { readFile } from "node:fs/promises";
+import { realpathSync } from "node:fs";
+import { pathToFileURL } from "node:url";
 import * as milterkit from "./mod.ts";
 import { main } from "./lib/cli/main.ts";
 import { benchCommand } from "./lib/cli/bench.ts";
@@ -72,7 +74,15 @@ function processIo(): CliIo {
   };
 }
 
-if (import.meta.main) {
+/** True when this module is the program (Deno, Bun; Node via the bundled build). */
+function isMain(): boolean {
+  const meta = import.meta as ImportMeta & { main?: boolean };
+  if (meta.main !== undefined) return meta.main;
+  const entry = process.argv[1];
+  return entry !== undefined && import.meta.url === pathToFileURL(realpathSync(entry)).href;
+}
+
+if (isMain()) {
   registerVirtualPackage();
   const code = await main(process.argv.slice(2), processIo(), COMMANDS);
   // Let pending writes to stdout/stderr drain before exiting.

@@ -6,6 +6,7 @@
  *   npm run build -- --target linux-arm64 # cross-compile (also: linux-x64, linux-x64-musl, linux-arm64-musl)
  *   npm run build -- --all                # every Linux target: dist/milterkit-<target>
  *   deno task build -- --deno             # deno compile (needs its denort base binary, see README)
+ *   npm run build -- --node               # dist/milterkit.mjs: one JS file for `node milterkit.mjs`
  *
  * Runs under Bun or Deno; uses the bun/deno binaries from node_modules/.bin.
  */
@@ -29,6 +30,7 @@ const { values } = parseArgs({
     target: { type: "string" },
     all: { type: "boolean", default: false },
     deno: { type: "boolean", default: false },
+    node: { type: "boolean", default: false },
     outfile: { type: "string" },
   },
 });
@@ -44,7 +46,11 @@ function run(cmd: string, args: string[]): void {
 
 mkdirSync(join(root, "dist"), { recursive: true });
 const built: string[] = [];
-if (values.deno) {
+if (values.node) {
+  const out = values.outfile ?? "dist/milterkit.mjs";
+  run(bin("bun"), ["build", "--target=node", "cli.ts", "--outfile", out]);
+  built.push(out);
+} else if (values.deno) {
   const out = values.outfile ?? "dist/milterkit-deno";
   // deno compile downloads its denort base binary once per version (or uses DENORT_BIN).
   run(bin("deno"), ["compile", "-A", "--no-check", "--output", out, "cli.ts"]);
