@@ -6,6 +6,7 @@
  * @module
  */
 
+import { createRequire } from "node:module";
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Filter } from "../filter.ts";
@@ -49,6 +50,33 @@ export class ScriptError extends Error {
   }
 }
 
+/** The known key within two edits of `key` (case-insensitive), for a "did you mean" hint. */
+function nearestKey(key: string): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const known of KNOWN) {
+    const d = editDistance(key.toLowerCase(), known.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [known, d];
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(
+        prev[j]! + 1,
+        row[j - 1]! + 1,
+        prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    }
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
 let generation = 0;
 
 /**
@@ -61,6 +89,9 @@ let generation = 0;
 export async function loadFilter(path: string, fresh = false): Promise<Filter<never, never>> {
   const abs = isAbsolute(path) ? path : resolve(path);
   const url = pathToFileURL(abs).href + (fresh ? `?reload=${++generation}` : "");
+  // Deno keys its module cache by URL (the query makes a fresh copy); Bun by path, ignoring the
+  // query: it re-reads the file only once the path is out of its (shared CJS/ESM) cache.
+  if (fresh) delete createRequire(import.meta.url).cache[abs];
   let mod: Record<string, unknown>;
   try {
     mod = await import(url);
@@ -78,9 +109,12 @@ export async function loadFilter(path: string, fresh = false): Promise<Filter<ne
   }
   const unknown = Object.keys(filter).filter((k) => !KNOWN.has(k));
   if (unknown.length > 0) {
+    const hints = unknown.map((k) => {
+      const near = nearestKey(k);
+      return JSON.stringify(k) + (near === undefined ? "" : ` (did you mean "${near}"?)`);
+    });
     throw new ScriptError(
-      `${path}: unknown filter keys ${unknown.map((k) => JSON.stringify(k)).join(", ")}` +
-        `; known: ${[...KNOWN].join(", ")}`,
+      `${path}: unknown filter keys ${hints.join(", ")}; known: ${[...KNOWN].join(", ")}`,
     );
   }
   try {
@@ -101,6 +135,7 @@ export async function loadFilter(path: string, fresh = false): Promise<Filter<ne
 export function describeFilter(filter: Filter<never, never>): string[] {
   const req = requirementsOf(filter);
   const lines = [`filter: ${filter.name ?? "(unnamed)"}`];
+  if (typeof filter.eom === "function") lines.push("end of message: answered by the eom handler");
   const by = (mode: string) =>
     Object.entries(req.events).filter(([, m]) => m === mode).map(([e]) => e).join(" ") || "-";
   lines.push(`events answered: ${by("reply")}`);

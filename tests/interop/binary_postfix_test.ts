@@ -1,0 +1,113 @@
+/**
+ * A real Postfix on loopback delivers mail through example filters served by the compiled
+ * binary (`milterkit serve examples/...`): accepted mail carries the changes in the Maildir,
+ * refused mail gets the filter's exact reply text, as an admin trying the binary would see.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import {
+  ensurePeers,
+  headerValues,
+  type MaildirMessage,
+  type PostfixInstance,
+  readMaildir,
+  sendMail,
+  startPostfix,
+} from "./harness.ts";
+import { ensureBinary, type ServeProcess, startServe } from "./helpers_binary.ts";
+
+let seq = 0;
+function message(subject: string, from = "sender@example.test") {
+  const marker = `b${Date.now()}-${++seq}`;
+  return {
+    marker,
+    data: `From: ${from}\nTo: user@example.test\nSubject: ${subject}\n` +
+      `Message-Id: <${marker}@example.test>\nX-Test-Marker: ${marker}\n\nOriginal body.\n`,
+  };
+}
+
+async function copies(maildir: string, marker: string, count: number): Promise<MaildirMessage[]> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const mine = (await readMaildir(maildir, { count: 0 })).filter((m) =>
+      headerValues(m.text, "X-Test-Marker").includes(marker)
+    );
+    if (mine.length >= count || Date.now() > deadline) return mine;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe("Postfix through filters served by the milterkit binary", () => {
+  let tag: ServeProcess | undefined;
+  let reject: ServeProcess | undefined;
+  let mta: PostfixInstance | undefined;
+
+  before(async () => {
+    ensurePeers();
+    ensureBinary();
+    tag = await startServe("examples/tag_suspicious.ts");
+    reject = await startServe("examples/reject_subject.ts");
+    // Both filters in a row, as an admin would chain them in smtpd_milters.
+    mta = await startPostfix({ milters: `${reject.postfix}, ${tag.postfix}` });
+  });
+
+  after(async () => {
+    await mta?.stop();
+    await tag?.stop();
+    await reject?.stop();
+  });
+
+  it("delivers a suspicious message with the X-Suspicious header and the Subject prefix", async () => {
+    const m = message("URGENT ACCOUNT NOTICE", "service@paypal.example");
+    const r = await sendMail({
+      port: mta!.port,
+      from: "bounce@other.example",
+      to: ["user@example.test"],
+      data: m.data,
+    });
+    assert.equal(r.code, 250, r.transcript);
+    const [got] = await copies(mta!.maildir, m.marker, 1);
+    assert.ok(got, `not delivered; Postfix log:\n${mta!.log()}`);
+    assert.deepEqual(headerValues(got.text, "X-Suspicious"), ["yes (from-mismatch, shouting)"]);
+    assert.deepEqual(headerValues(got.text, "Subject"), ["[SUSPICIOUS] URGENT ACCOUNT NOTICE"]);
+    assert.match(got.text, /\n\nOriginal body\.\n?$/);
+  });
+
+  it("delivers an ordinary message unchanged", async () => {
+    const m = message("Lunch on Friday?");
+    const r = await sendMail({
+      port: mta!.port,
+      from: "sender@example.test",
+      to: ["user@example.test"],
+      data: m.data,
+    });
+    assert.equal(r.code, 250, r.transcript);
+    const [got] = await copies(mta!.maildir, m.marker, 1);
+    assert.ok(got);
+    assert.deepEqual(headerValues(got.text, "X-Suspicious"), []);
+    assert.deepEqual(headerValues(got.text, "Subject"), ["Lunch on Friday?"]);
+  });
+
+  it("refuses a matching Subject with the exact reply text", async () => {
+    const m = message("Casino Bonus for you");
+    const r = await sendMail({
+      port: mta!.port,
+      from: "sender@example.test",
+      to: ["user@example.test"],
+      data: m.data,
+    });
+    assert.equal(r.stage, "eom", r.transcript);
+    assert.equal(r.code, 550);
+    assert.equal(r.text, "5.7.1 Message refused: subject matches a local rule");
+  });
+
+  it("logged each Postfix session in the servers' JSON logs", async () => {
+    const ends = (s: ServeProcess) => s.events().filter((e) => e.event === "session end").length;
+    const deadline = Date.now() + 5000;
+    while ((ends(reject!) < 3 || ends(tag!) < 2) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.ok(ends(reject!) >= 3, reject!.stderr());
+    assert.ok(ends(tag!) >= 2, tag!.stderr());
+  });
+});
