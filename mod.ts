@@ -59,3 +59,4 @@ export {
   runtimeAdapterName,
 } from "./lib/net.ts";
 export * from "./lib/server.ts";
+export * from "./lib/replay.ts";

@@ -49,6 +49,11 @@ export interface ProxyOptions {
   readonly onNote?: (message: string, error?: Error) => void;
   /** Largest frame the tap decodes (default 1 MiB); larger ones stop decoding, not forwarding. */
   readonly maxDataSize?: number;
+  /**
+   * How long the filter may take to hang up once the MTA has gone (default 5000 ms); then the
+   * proxy closes the filter connection itself.
+   */
+  readonly closeGraceMs?: number;
   /** Clock in ms (default `performance.now() + performance.timeOrigin`). */
   readonly now?: () => number;
 }
@@ -175,15 +180,13 @@ export async function proxyConnection(mta: Duplex, options: ProxyOptions): Promi
   const policy = options.onUpstreamFailure ?? "tempfail";
   const bytes: Record<Direction, number> = { "to-filter": 0, "to-mta": 0 };
   const pending = new Pending();
-  const frames: Command[] = [];
   let waitingCommand: ((c: Command | undefined) => void) | undefined;
   const onFrame = (f: TapFrame) => {
     if ("decoded" in f) {
       if (f.direction === "to-filter") {
         const c = f.decoded as Command;
         pending.command(c);
-        if (waitingCommand) waitingCommand(c);
-        else frames.push(c);
+        waitingCommand?.(c);
       } else pending.reply(f.decoded as Reply);
     }
     try {
@@ -236,29 +239,44 @@ export async function proxyConnection(mta: Duplex, options: ProxyOptions): Promi
       try {
         options.onChunk?.(direction, t, value);
       } catch { /* recording failures never stall the relay */ }
-      if (direction === "to-mta") await writer.write(value);
+      // The write starts before the tap decodes (forwarding first), and the tap sees the
+      // bytes before the write is awaited: so the tap always sees a command before the reply
+      // it causes, whatever the runtime's write latency.
+      let written: Promise<void> | undefined;
+      if (direction === "to-mta") written = writer.write(value);
       else if (upstreamWritable) {
         // A failed write to the filter does not stop reading the MTA: the tap must keep
         // following its commands so the proxy can answer in the filter's place.
-        await writer.write(value).catch((e) => {
+        written = writer.write(value).catch((e) => {
           upstreamWritable = false;
           upstreamFailed ??= e instanceof Error ? e : new Error(String(e));
         });
       }
       tap.feed(value, t);
+      await written;
     }
   };
 
-  // MTA → filter: ends when the MTA closes; then the filter's side is closed too.
+  // MTA → filter: ends when the MTA closes; then the filter's side is closed too, and if the
+  // filter has not hung up `closeGraceMs` later, the proxy drops it.
+  let graceTimer: ReturnType<typeof setTimeout> | undefined;
+  const mtaGone = () => {
+    mtaDone = true;
+    if (waitingCommand) waitingCommand(undefined);
+    graceTimer = setTimeout(() => {
+      note(`the filter did not close within ${grace} ms after the MTA left; closing it`);
+      void upReader.cancel().catch(() => {});
+      upstream.close?.();
+    }, grace);
+  };
+  const grace = options.closeGraceMs ?? 5000;
   const fromMta = forward(mtaReader, upWriter, "to-filter", toFilterTap).then(
     async () => {
-      mtaDone = true;
-      if (waitingCommand) waitingCommand(undefined);
+      mtaGone();
       await upWriter.close().catch(() => {});
     },
     async (e) => {
-      mtaDone = true;
-      if (waitingCommand) waitingCommand(undefined);
+      mtaGone();
       await upWriter.abort(e).catch(() => {});
     },
   );
@@ -274,67 +292,71 @@ export async function proxyConnection(mta: Duplex, options: ProxyOptions): Promi
     },
   );
 
-  await fromFilter;
-  if (upstreamFailed === undefined || mtaDone) {
-    await fromMta;
-    await mtaWriter.close().catch(() => {});
-    upstream.close?.();
-    return { bytes, fallback: false, end: "mta" };
+  try {
+    await fromFilter;
+    if (upstreamFailed === undefined || mtaDone) {
+      await fromMta;
+      await mtaWriter.close().catch(() => {});
+      upstream.close?.();
+      return { bytes, fallback: false, end: "mta" };
+    }
+    return await answerAlone(upstreamFailed);
+  } finally {
+    clearTimeout(graceTimer);
   }
-  // The filter died while the MTA is still talking.
-  const failure = upstreamFailed;
-  upstream.close?.();
-  await upReader.cancel().catch(() => {});
-  if (policy === "close" || !toMtaTap.aligned || toFilterTap.broken !== undefined) {
-    note(
-      policy === "close"
-        ? "filter died mid-session; closing the MTA connection (policy close)"
-        : "filter died mid-frame; closing the MTA connection so it applies its own default action",
-      failure,
-    );
-    await mtaWriter.abort(failure).catch(() => {});
-    await mtaReader.cancel().catch(() => {});
+
+  /** The filter died while the MTA is still talking: answer in its place until QUIT or EOF. */
+  async function answerAlone(failure: Error): Promise<ProxySummary> {
+    upstream.close?.();
+    void upReader.cancel().catch(() => {});
+    if (policy === "close" || !toMtaTap.aligned || toFilterTap.broken !== undefined) {
+      note(
+        policy === "close"
+          ? "filter died mid-session; closing the MTA connection (policy close)"
+          : "filter died mid-frame; closing the MTA connection so it applies its own default action",
+        failure,
+      );
+      await mtaWriter.abort(failure).catch(() => {});
+      await mtaReader.cancel().catch(() => {});
+      await fromMta.catch(() => {});
+      return { bytes, fallback: true, end: "upstream", error: failure };
+    }
+    note(`filter died mid-session; answering the MTA: ${policy}`, failure);
+    const answer = policyReply(policy);
+    const send = async (r: Reply) => {
+      const b = encodeReply(r);
+      bytes["to-mta"] += b.length;
+      await mtaWriter.write(b);
+    };
+    const answerOne = async (c: Command) => {
+      if (c.type === "optneg") {
+        await send({ type: "optneg", version: Math.min(6, c.version), actions: 0, protocol: 0 });
+        pending.negotiatedProtocol = 0;
+      } else await send(answer);
+    };
+    const expects = (c: Command): boolean => {
+      if (c.type === "optneg" || c.type === "eom") return true;
+      const bit = NR[c.type];
+      return bit !== undefined && ((pending.negotiatedProtocol ?? 0) & bit) === 0;
+    };
+    // Everything below up to the first await runs at once, so no command the tap sees from now
+    // on can slip between "what the MTA already waits for" and "what it sends next".
+    let chain = Promise.resolve();
+    let finish!: () => void;
+    const ended = new Promise<void>((resolve) => (finish = resolve));
+    const enqueue = (c: Command) => {
+      chain = chain.then(() => answerOne(c)).catch(() => finish());
+    };
+    for (const c of pending.waiting.splice(0)) enqueue(c);
+    waitingCommand = (c) => {
+      if (c === undefined || c.type === "quit") finish();
+      else if (expects(c)) enqueue(c);
+    };
+    if (mtaDone) finish();
+    await ended;
+    await chain;
     await fromMta.catch(() => {});
+    await mtaWriter.close().catch(() => {});
     return { bytes, fallback: true, end: "upstream", error: failure };
   }
-  note(`filter died mid-session; answering the MTA: ${policy}`, failure);
-  const answer = policyReply(policy);
-  const send = async (r: Reply) => {
-    const b = encodeReply(r);
-    bytes["to-mta"] += b.length;
-    await mtaWriter.write(b);
-  };
-  // Answer what the MTA already waits for, then every later command that expects an answer.
-  // The MTA→filter pump keeps reading (its writes to the dead filter fail quietly).
-  const answerOne = async (c: Command) => {
-    if (c.type === "optneg") {
-      await send({
-        type: "optneg",
-        version: Math.min(6, c.version),
-        actions: 0,
-        protocol: 0,
-      });
-      pending.negotiatedProtocol = 0;
-    } else await send(answer);
-  };
-  const expects = (c: Command): boolean => {
-    if (c.type === "optneg" || c.type === "eom") return true;
-    const bit = NR[c.type];
-    return bit !== undefined && ((pending.negotiatedProtocol ?? 0) & bit) === 0;
-  };
-  try {
-    for (const c of pending.waiting.splice(0)) await answerOne(c);
-    frames.length = 0;
-    let chain = Promise.resolve();
-    await new Promise<void>((resolve) => {
-      waitingCommand = (c) => {
-        if (c === undefined || c.type === "quit") return resolve();
-        if (expects(c)) chain = chain.then(() => answerOne(c)).catch(() => resolve());
-      };
-    });
-    await chain;
-  } catch { /* the MTA went away too */ }
-  await fromMta.catch(() => {});
-  await mtaWriter.close().catch(() => {});
-  return { bytes, fallback: true, end: "upstream", error: failure };
 }

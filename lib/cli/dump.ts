@@ -12,7 +12,9 @@ import { parseArgs } from "node:util";
 import { annotateStreams, type StreamPair } from "../annotate_feed.ts";
 import type { Outcome } from "../annotate.ts";
 import { FrameDecoder } from "../frame.ts";
+import { connect } from "../net.ts";
 import { captureKind, readCapture } from "../pcap.ts";
+import { renderReplay, replaySession } from "../replay.ts";
 import { isRecording, readRecording, readSegmentLog } from "../recording.ts";
 import { findMilterConversations, looksLikeMtaStream } from "../tcp_reassembly.ts";
 import { renderTimeline, type SessionReport, sessionToJson } from "../timeline.ts";
@@ -46,10 +48,16 @@ Options:
       --check           print only the protocol checker's findings; exit 1
                         if any session has one
       --color WHEN      auto (default: when stdout is a terminal), always, never
+      --replay SESSION  play the MTA side of SESSION (id as for --session)
+                        against the filter at --connect and show, per command,
+                        where its answers differ from the recorded ones
+  -c, --connect SPEC    the filter to replay against (inet:PORT@HOST, unix:PATH)
+      --timeout MS      per-reply timeout of the replay (default 30000)
   -h, --help            show this help
 
-Exit codes: 0 done, 1 a file could not be read, no session matched, or
---check found issues; 2 bad usage.
+Exit codes: 0 done (with --replay: every answer the same), 1 a file could not
+be read, no session matched, --check found issues, or the replayed answers
+differ; 2 bad usage.
 
 Examples:
   milterkit dump traffic.pcap
@@ -57,6 +65,7 @@ Examples:
   milterkit dump capture.pcapng --session s3 --raw
   milterkit dump session.to-filter.bin              # pairs with session.to-mta.bin
   milterkit dump --check --json recordings/*.jsonl | jq .issues
+  milterkit dump recording.jsonl --replay s3 --connect inet:8890@127.0.0.1
 `;
 
 const VERDICTS = ["accept", "reject", "tempfail", "discard", "shutdown", "aborted", "incomplete"];
@@ -185,6 +194,38 @@ function matches(
   );
 }
 
+/** `--replay SESSION --connect SPEC`: exit 0 when every answer is the same, 1 otherwise. */
+async function replay(
+  files: string[],
+  id: string,
+  spec: string,
+  opts: { json: boolean; timeoutMs: number },
+  io: CliIo,
+): Promise<number> {
+  const seen = new Set<string>();
+  const found: SessionReport[] = [];
+  for (const file of files) {
+    for (const r of await load(file, seen)) {
+      if (matches(r, { sessions: [id] })) found.push(r);
+    }
+  }
+  if (found.length !== 1) {
+    io.stderr(
+      `milterkit dump: --replay ${id} matches ${found.length} sessions` +
+        (found.length > 1 ? ` (${found.map((r) => r.id).join(", ")}); give the full id\n` : "\n"),
+    );
+    return EXIT.FAILURE;
+  }
+  const session = found[0]!;
+  const report = await replaySession(session.events, await connect(spec), {
+    timeoutMs: opts.timeoutMs,
+  });
+  if (opts.json) {
+    io.stdout(JSON.stringify({ session: session.id, connect: spec, ...report }) + "\n");
+  } else io.stdout(renderReplay(report, `replay of ${session.id} against ${spec}`));
+  return report.identical ? EXIT.OK : EXIT.FAILURE;
+}
+
 /** `milterkit dump`. */
 export const dumpCommand: Subcommand = {
   name: "dump",
@@ -203,6 +244,9 @@ export const dumpCommand: Subcommand = {
         raw: { type: "boolean", default: false },
         check: { type: "boolean", default: false },
         color: { type: "string", default: "auto" },
+        replay: { type: "string" },
+        connect: { type: "string", short: "c" },
+        timeout: { type: "string", default: "30000" },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -221,6 +265,18 @@ export const dumpCommand: Subcommand = {
     }
     const color = values.color === "always" ||
       (values.color === "auto" && io.isTty && io.env.NO_COLOR === undefined);
+    if (values.replay !== undefined || values.connect !== undefined) {
+      if (values.replay === undefined) throw new UsageError("--connect needs --replay SESSION");
+      if (values.connect === undefined) throw new UsageError("--replay needs --connect SPEC");
+      const timeoutMs = Number(values.timeout);
+      if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) {
+        throw new UsageError(`--timeout needs a positive whole number, got ${values.timeout}`);
+      }
+      return await replay(positionals, values.replay, values.connect, {
+        json: values.json,
+        timeoutMs,
+      }, io);
+    }
     let failed = false;
     let shown = 0;
     let issues = 0;

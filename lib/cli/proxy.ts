@@ -42,10 +42,15 @@ Options:
                                  tempfail (default), accept, reject, or close (the MTA
                                  then applies its own milter_default_action)
       --connect-timeout MS       time to reach the filter (default 5000)
+      --shutdown-grace MS        time sessions get to finish on SIGTERM (default 30000);
+                                 then their connections are closed
       --quiet                    no per-frame lines, only message summaries and notes
       --json                     one JSON object per line instead of text
       --color WHEN               auto (default), always, never
   -h, --help                     show this help
+
+Signals: SIGTERM/SIGINT stop accepting and let open sessions finish (a second
+one stops at once).
 
 Examples:
   milterkit proxy -l inet:8891@127.0.0.1 -u inet:8890@127.0.0.1
@@ -132,6 +137,7 @@ export const proxyCommand: Subcommand = {
         "rotate-keep": { type: "string", default: "5" },
         "on-upstream-failure": { type: "string", default: "tempfail" },
         "connect-timeout": { type: "string", default: "5000" },
+        "shutdown-grace": { type: "string", default: "30000" },
         quiet: { type: "boolean", default: false },
         json: { type: "boolean", default: false },
         color: { type: "string", default: "auto" },
@@ -157,6 +163,7 @@ export const proxyCommand: Subcommand = {
     const rotateSize = num("rotate-size", values["rotate-size"]!);
     const rotateKeep = Math.max(1, num("rotate-keep", values["rotate-keep"]!));
     const connectTimeout = num("connect-timeout", values["connect-timeout"]!);
+    const shutdownGrace = num("shutdown-grace", values["shutdown-grace"]!);
     const color = values.color === "always" || (values.color === "auto" && io.isTty);
     const upstream = values.upstream;
     const log = createLogger({
@@ -182,9 +189,11 @@ export const proxyCommand: Subcommand = {
     const sessions = new Set<Promise<void>>();
     let next = 1;
 
+    const clock = () => performance.timeOrigin + performance.now();
+    const open = new Set<Connection>();
     const handle = async (conn: Connection) => {
       const id = `s${next++}`;
-      const started = Date.now();
+      const started = clock();
       const annotator = new SessionAnnotator({ keepEvents: false });
       let printed = 0;
       const mta = conn.remote ? formatSocketSpec(conn.remote) : "?";
@@ -246,7 +255,7 @@ export const proxyCommand: Subcommand = {
           log.warn(m, { session: id, error: err?.message });
           recorder?.note(m, id);
         },
-        now: () => Date.now(),
+        now: clock,
       });
       summarise();
       for (const issue of annotator.issues) {
@@ -259,19 +268,36 @@ export const proxyCommand: Subcommand = {
         fallback: summary.fallback || undefined,
         toFilter: summary.bytes["to-filter"],
         toMta: summary.bytes["to-mta"],
-        ms: Date.now() - started,
+        ms: Math.round(clock() - started),
       });
       conn.close();
     };
 
-    const stop = () => void listener.close();
+    let graceTimer: ReturnType<typeof setTimeout> | undefined;
+    const stop = () => {
+      void listener.close();
+      if (sessions.size > 0) {
+        log.info("stopping: waiting for open sessions", {
+          sessions: sessions.size,
+          graceMs: shutdownGrace,
+        });
+      }
+      graceTimer = setTimeout(() => {
+        for (const c of open) c.close();
+      }, shutdownGrace);
+    };
     io.signal.addEventListener("abort", stop, { once: true });
     for await (const conn of listener) {
+      open.add(conn);
       const p = handle(conn).catch((e) => log.error("session failed", { error: e }));
       sessions.add(p);
-      void p.finally(() => sessions.delete(p));
+      void p.finally(() => {
+        sessions.delete(p);
+        open.delete(conn);
+      });
     }
     await Promise.all(sessions);
+    clearTimeout(graceTimer);
     file?.close();
     log.info("proxy stopped", { listen: where });
     return EXIT.OK;

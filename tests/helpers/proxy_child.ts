@@ -1,0 +1,131 @@
+/**
+ * `milterkit` run from source as a child process (`deno run -A cli.ts …` under Deno, `bun
+ * cli.ts …` under Bun) for the proxy tests: a long-running `proxy` whose listening port is read
+ * from its log, and one-shot commands such as `dump`.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+const CLI = fileURLToPath(new URL("../../cli.ts", import.meta.url));
+
+/** The program and arguments that run `milterkit ARGS` from source under this runtime. */
+export function cliCommand(args: readonly string[]): [string, string[]] {
+  return "Deno" in globalThis
+    ? [process.execPath, ["run", "-A", CLI, ...args]]
+    : [process.execPath, [CLI, ...args]];
+}
+
+/** A running `milterkit proxy`. */
+export interface ProxyChild {
+  /** The port it listens on (127.0.0.1). */
+  readonly port: number;
+  /** Milter address for Postfix: `inet:127.0.0.1:PORT`. */
+  readonly address: string;
+  /** Process id. */
+  readonly pid: number;
+  /** Standard output so far (the live view). */
+  stdout(): string;
+  /** Standard error so far (the log). */
+  stderr(): string;
+  /** Resolves with the exit code (or the signal name) once the process is gone. */
+  readonly exited: Promise<number | string>;
+  /** Sends a signal. */
+  kill(signal: NodeJS.Signals): void;
+  /** SIGKILL unless already gone, and waits. */
+  stop(): Promise<void>;
+}
+
+const children = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const c of children) c.kill("SIGKILL");
+});
+
+/**
+ * Starts `milterkit proxy --listen LISTEN ARGS` and resolves once it listens.
+ *
+ * @param args Everything but `--listen`, e.g. `["-u", "inet:127.0.0.1:9000", "-r", file]`.
+ * @param listen Where to listen (default a free port on 127.0.0.1).
+ */
+export async function startProxy(
+  args: readonly string[],
+  listen = "inet:0@127.0.0.1",
+  timeoutMs = 20_000,
+): Promise<ProxyChild> {
+  const [cmd, argv] = cliCommand(["proxy", "--listen", listen, ...args]);
+  const child = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
+  children.add(child);
+  let out = "";
+  let err = "";
+  const dec = { out: new TextDecoder(), err: new TextDecoder() };
+  child.stdout!.on("data", (d: Uint8Array) => void (out += dec.out.decode(d, { stream: true })));
+  child.stderr!.on("data", (d: Uint8Array) => void (err += dec.err.decode(d, { stream: true })));
+  let gone = false;
+  const exited = new Promise<number | string>((resolve) => {
+    child.once("exit", (code, signal) => {
+      gone = true;
+      children.delete(child);
+      resolve(code ?? signal ?? -1);
+    });
+  });
+  const deadline = Date.now() + timeoutMs;
+  let port = 0;
+  while (port === 0) {
+    const m = /proxy listening listen=inet:(\d+)@/.exec(err);
+    if (m) port = Number(m[1]);
+    else if (gone) throw new Error(`milterkit proxy exited at start:\n${err}${out}`);
+    else if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`milterkit proxy did not start within ${timeoutMs} ms:\n${err}`);
+    } else await new Promise((r) => setTimeout(r, 20));
+  }
+  return {
+    port,
+    address: `inet:127.0.0.1:${port}`,
+    pid: child.pid ?? -1,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    kill: (signal) => void (gone || child.kill(signal)),
+    stop: async () => {
+      if (!gone) child.kill("SIGKILL");
+      await exited;
+    },
+  };
+}
+
+/**
+ * Waits for the proxy to exit and tells whether it stopped by itself: it logged "proxy stopped"
+ * and exited 0. (Deno's `child_process` reports the signal `kill()` sent even when the child
+ * then exits with a code, so there the log line is the proof.)
+ */
+export async function stoppedCleanly(p: ProxyChild): Promise<boolean> {
+  const code = await p.exited;
+  const clean = code === 0 || ("Deno" in globalThis && code === "SIGTERM");
+  return clean && /proxy stopped/.test(p.stderr());
+}
+
+/** Sends SIGTERM and waits: {@link stoppedCleanly}. */
+export function terminate(p: ProxyChild): Promise<boolean> {
+  p.kill("SIGTERM");
+  return stoppedCleanly(p);
+}
+
+/** Runs `milterkit ARGS` to completion. */
+export function runCli(
+  args: readonly string[],
+): Promise<{ code: number | string; stdout: string; stderr: string }> {
+  const [cmd, argv] = cliCommand(args);
+  return new Promise((resolve) => {
+    const child = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
+    children.add(child);
+    const out: Uint8Array[] = [];
+    const err: Uint8Array[] = [];
+    child.stdout!.on("data", (d: Uint8Array) => out.push(d));
+    child.stderr!.on("data", (d: Uint8Array) => err.push(d));
+    child.once("close", (code, signal) => {
+      children.delete(child);
+      const text = (parts: Uint8Array[]) => Buffer.concat(parts).toString("utf8");
+      resolve({ code: code ?? signal ?? -1, stdout: text(out), stderr: text(err) });
+    });
+  });
+}
