@@ -27,6 +27,7 @@ import {
   type MacroStageLetter,
   newQueueId,
   postfixMacros,
+  sendmailMacros,
 } from "./mta_defaults.ts";
 import type { Modification } from "./types.ts";
 import { SMFIP } from "./wire.ts";
@@ -149,8 +150,12 @@ export async function runTransaction(
   const accepted: EnvelopeRecipient[] = [];
   const useDefaults = tx.defaultMacros ?? true;
   let facts: MacroFacts = { ...(tx.connect ? { client: tx.connect } : {}), sender };
+  // Sendmail has the queue id from MAIL on; Postfix only after the first accepted RCPT.
+  const sendmail = client.mta === "sendmail";
+  if (sendmail) facts = { ...facts, queueId };
+  const defaults = sendmail ? sendmailMacros : postfixMacros;
   const macros = (stage: MacroStageLetter, f: MacroFacts = facts): [string, string][] =>
-    merge(useDefaults ? postfixMacros(stage, f, tx.identity) : [], tx.macros?.[stage]);
+    merge(useDefaults ? defaults(stage, f, tx.identity) : [], tx.macros?.[stage]);
   const abortAfter = options.abortAfter ?? client.mta === "postfix";
 
   const finish = async (

@@ -157,6 +157,81 @@ export function postfixMacros(
 }
 
 /**
+ * Sendmail 8.17's default macros for one stage (the m4 defaults of `cfhead.m4`, as recorded in
+ * `tests/data/captures/sendmail-libmilter`): connect `j _ {daemon_name} {if_name}`, envfrom
+ * `i {mail_mailer} {mail_host} {mail_addr}` (the queue id exists from MAIL on), envrcpt
+ * `{rcpt_mailer} {rcpt_host} {rcpt_addr}`, eom `{msg_id}`; helo only has TLS macros (absent
+ * without TLS); no macros at all for DATA, headers, EOH and body.
+ *
+ * @param stage The `D` letter.
+ * @param facts What the MTA knows at that point (`queueId` is used from MAIL on).
+ * @param identity Host name and mailer (`version` and `daemonAddr` are Postfix's only).
+ * @returns Name/value pairs in Sendmail's order.
+ *
+ * @example
+ * ```ts
+ * import { sendmailMacros } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(sendmailMacros("M", { sender: "<a@example.com>", queueId: "6ALIQsCY017002" }), [
+ *   ["i", "6ALIQsCY017002"],
+ *   ["{mail_mailer}", "smtp"],
+ *   ["{mail_host}", "example.com"],
+ *   ["{mail_addr}", "a@example.com"],
+ * ]);
+ * ```
+ */
+export function sendmailMacros(
+  stage: MacroStageLetter,
+  facts: MacroFacts = {},
+  identity: MtaIdentity = {},
+): [string, string][] {
+  const id = { ...DEFAULT_IDENTITY, ...identity };
+  const out: [string, string][] = [];
+  switch (stage) {
+    case "C": {
+      out.push(["j", id.hostname]);
+      const c = facts.client;
+      if (c !== undefined) out.push(["_", clientMacro(c)]);
+      out.push(["{daemon_name}", "MTA"], ["{if_name}", id.hostname]);
+      break;
+    }
+    case "M": {
+      if (facts.queueId !== undefined) out.push(["i", facts.queueId]);
+      if (facts.auth !== undefined) {
+        if (facts.auth.type !== undefined) out.push(["{auth_type}", facts.auth.type]);
+        out.push(["{auth_authen}", facts.auth.authen]);
+        if (facts.auth.author !== undefined) out.push(["{auth_author}", facts.auth.author]);
+      }
+      if (facts.sender !== undefined) {
+        const addr = parseAddress(facts.sender).address;
+        out.push(
+          ["{mail_mailer}", id.mailer],
+          ["{mail_host}", addr === "" ? "" : splitAddress(addr).domain],
+          ["{mail_addr}", addr],
+        );
+      }
+      break;
+    }
+    case "R":
+      if (facts.recipient !== undefined) {
+        const addr = parseAddress(facts.recipient).address;
+        out.push(
+          ["{rcpt_mailer}", id.mailer],
+          ["{rcpt_host}", splitAddress(addr).domain],
+          ["{rcpt_addr}", addr],
+        );
+      }
+      break;
+    case "E":
+      if (facts.queueId !== undefined) out.push(["{msg_id}", `<${facts.queueId}@${id.hostname}>`]);
+      break;
+    default:
+      break;
+  }
+  return out;
+}
+
+/**
  * Postfix's `_` macro: `name [address]`, with `unknown` as the name when the client did not
  * resolve (its CONNECT host name is then the bracketed address).
  */

@@ -38,8 +38,8 @@ Options:
       --helo NAME            HELO/EHLO argument (default client.example.test)
       --macro STAGE:NAME=V   macro for a stage (connect, helo, mail, rcpt, data, eoh,
                              eom, or the letter C H M R T N E), repeatable; replaces
-                             Postfix's default of the same name
-      --no-default-macros    send only --macro macros, not Postfix's defaults
+                             the MTA's default of the same name
+      --no-default-macros    send only --macro macros, not the MTA's defaults (Postfix's, or Sendmail's with --mta sendmail)
       --mta PRESET           postfix (default), postfix-2, postfix-3, postfix-4, sendmail
       --protocol-version N   offered protocol version (default from --mta)
       --actions HEX          offered SMFIF_* actions (default 0x1ff)
