@@ -1,0 +1,36 @@
+-- modify.lua - one whole message (two recipients, headers Subject and X-Delete-Me), then the
+-- filter's end-of-message requests checked with mt.eom_check, one line each:
+--   check hdradd true
+-- What is checked is what tests/interop/matrix_miltertest_test.ts's filter does; "never" lines
+-- are controls that must print false (a check that cannot fail proves nothing).
+-- Run: miltertest -D SOCK=inet:PORT@127.0.0.1 -s modify.lua
+local C = dofile(string.match(debug.getinfo(1, "S").source, "^@?(.*/)[^/]*$") .. "common.lua")
+C.run(function()
+  local conn = C.open()
+  C.reply(conn, "connect", mt.conninfo(conn, "client.example.test", "127.0.0.1"))
+  C.reply(conn, "helo", mt.helo(conn, "client.example.test"))
+  C.reply(conn, "mail", mt.mailfrom(conn, "<sender@example.test>"))
+  C.reply(conn, "rcpt", mt.rcptto(conn, "<user@example.test>"))
+  C.reply(conn, "rcpt", mt.rcptto(conn, "<removed@example.test>"))
+  C.reply(conn, "data", mt.data(conn))
+  C.reply(conn, "header", mt.header(conn, "From", "sender@example.test"))
+  C.reply(conn, "header", mt.header(conn, "Subject", "modify me"))
+  C.reply(conn, "header", mt.header(conn, "X-Delete-Me", "gone"))
+  C.reply(conn, "eoh", mt.eoh(conn))
+  C.reply(conn, "body", mt.bodystring(conn, "Original body.\r\n"))
+  C.reply(conn, "eom", mt.eom(conn))
+  C.check(conn, "hdradd", MT_HDRADD, "X-Added", "added value")
+  C.check(conn, "hdrinsert", MT_HDRINSERT, "X-Top", "first", 0)
+  C.check(conn, "hdrchange", MT_HDRCHANGE, "Subject", "changed subject")
+  C.check(conn, "hdrdelete", MT_HDRDELETE, "X-Delete-Me")
+  C.check(conn, "rcptadd", MT_RCPTADD, "<added@example.test>")
+  C.check(conn, "rcptdelete", MT_RCPTDELETE, "<removed@example.test>")
+  C.check(conn, "bodychange", MT_BODYCHANGE, "Replaced by milterkit.\r\n")
+  C.check(conn, "quarantine", MT_QUARANTINE, "held by milterkit")
+  C.check(conn, "never-hdradd", MT_HDRADD, "X-Never")
+  C.check(conn, "never-rcptadd", MT_RCPTADD, "<never@example.test>")
+  C.check(conn, "never-bodychange", MT_BODYCHANGE, "Some other body.\r\n")
+  local v = mt.getheader(conn, "X-Added", 0)
+  mt.echo("header X-Added " .. tostring(v))
+  mt.disconnect(conn)
+end)
