@@ -253,6 +253,7 @@ export function serveListener<C, M>(
   const stopServer = (graceMs: number): Promise<void> => {
     if (stopping && graceMs === 0) {
       // A second, impatient stop: end every session now.
+      if (open.size > 0) log.warn("closing sessions now", { sessions: open.size });
       for (const s of open.values()) s.stop.abort();
       return stopping;
     }
