@@ -531,6 +531,7 @@ export class MilterClient {
     while (true) {
       const frame = await this.#ch.read({
         timeoutMs,
+        limit: timeoutMs === this.#commandMs ? "commandTimeoutMs" : "contentTimeoutMs",
         what: `the reply to ${name}`,
         ...(deadline !== undefined ? { deadline, deadlineMs: this.#eomMs } : {}),
       });

@@ -147,6 +147,8 @@ export class FrameChannel {
    */
   async read(options: {
     readonly timeoutMs: number;
+    /** The option that set `timeoutMs`, named in the timeout error (e.g. `commandTimeoutMs`). */
+    readonly limit?: string;
     readonly what: string;
     readonly deadline?: number;
     readonly deadlineMs?: number;
@@ -180,11 +182,14 @@ export class FrameChannel {
       const outcome = await within(this.#startRead(), ms, () =>
         overall
           ? new MilterTimeoutError(
-            `No final reply for ${what} within the overall limit of ${options.deadlineMs} ms`,
+            `No final reply for ${what} within the overall limit of ${options.deadlineMs} ms` +
+              " (eomTimeoutMs)",
             options.deadlineMs ?? ms,
           )
           : new MilterTimeoutError(
-            `No frame from the filter within ${ms} ms (waiting for ${what})`,
+            `No frame from the filter within ${ms} ms (${
+              options.limit ? `${options.limit}, ` : ""
+            }waiting for ${what})`,
             ms,
           ));
       this.#pending = undefined;
