@@ -60,3 +60,4 @@ export {
 } from "./lib/net.ts";
 export * from "./lib/server.ts";
 export * from "./lib/replay.ts";
+export * from "./lib/command_bits.ts";

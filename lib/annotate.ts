@@ -8,6 +8,7 @@
  * @module
  */
 
+import { NO_EVENT_BIT, NO_REPLY_BIT } from "./command_bits.ts";
 import { decodeCommand } from "./command_codec.ts";
 import { decodeReply } from "./reply_codec.ts";
 import type { Command, Frame, Modification, Reply } from "./types.ts";
@@ -27,28 +28,6 @@ import { MessageLog, outcomeOf } from "./annotate_messages.ts";
 
 export type * from "./annotate_types.ts";
 
-const NR_BIT: Readonly<Record<string, number>> = {
-  connect: SMFIP.NR_CONN,
-  helo: SMFIP.NR_HELO,
-  mail: SMFIP.NR_MAIL,
-  rcpt: SMFIP.NR_RCPT,
-  data: SMFIP.NR_DATA,
-  header: SMFIP.NR_HDR,
-  eoh: SMFIP.NR_EOH,
-  body: SMFIP.NR_BODY,
-  unknown: SMFIP.NR_UNKN,
-};
-const NO_BIT: Readonly<Record<string, number>> = {
-  connect: SMFIP.NOCONNECT,
-  helo: SMFIP.NOHELO,
-  mail: SMFIP.NOMAIL,
-  rcpt: SMFIP.NORCPT,
-  data: SMFIP.NODATA,
-  header: SMFIP.NOHDRS,
-  eoh: SMFIP.NOEOH,
-  body: SMFIP.NOBODY,
-  unknown: SMFIP.NOUNKNOWN,
-};
 const FINAL = new Set([
   "continue",
   "accept",
@@ -221,7 +200,7 @@ export class SessionAnnotator {
       this.#issue(seq, "unknown-code", `Unknown command byte 0x${cmd.code.toString(16)}`);
     }
     const proto = this.protocol;
-    const no = NO_BIT[cmd.type];
+    const no = NO_EVENT_BIT[cmd.type];
     if (no !== undefined && proto & no) {
       this.#issue(
         seq,
@@ -232,7 +211,7 @@ export class SessionAnnotator {
       );
     }
     const msg = this.#route(cmd, seq, time);
-    const nr = NR_BIT[cmd.type];
+    const nr = NO_REPLY_BIT[cmd.type];
     const expects = cmd.type === "optneg" || cmd.type === "eom" ||
       (nr !== undefined && (proto & nr) === 0);
     if (expects) {

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { MODIFICATION_ACTION } from "./command_bits.ts";
 import type { Reply } from "./types.ts";
 import { SMFIF } from "./wire.ts";
 
@@ -60,19 +61,6 @@ export interface Issue {
   /** What is wrong, in a sentence. */
   readonly message: string;
 }
-
-/** The SMFIF_* action bit each modification needs. */
-const ACTION_OF: Readonly<Record<string, number>> = {
-  addheader: SMFIF.ADDHDRS,
-  insheader: SMFIF.ADDHDRS,
-  chgheader: SMFIF.CHGHDRS,
-  replbody: SMFIF.CHGBODY,
-  addrcpt: SMFIF.ADDRCPT,
-  delrcpt: SMFIF.DELRCPT,
-  "addrcpt_par": SMFIF.ADDRCPT_PAR,
-  chgfrom: SMFIF.CHGFROM,
-  quarantine: SMFIF.QUARANTINE,
-};
 
 /** Largest CHGHEADER index the checker takes as plausible. */
 const MAX_PLAUSIBLE_INDEX = 0xffff;
@@ -153,7 +141,7 @@ export function checkModification(
   actions: number | undefined,
 ): { rule: IssueRule; message: string }[] {
   const out: { rule: IssueRule; message: string }[] = [];
-  const bit = ACTION_OF[reply.type];
+  const bit = MODIFICATION_ACTION[reply.type];
   if (bit !== undefined && actions !== undefined && (actions & bit) === 0) {
     const name = Object.entries(SMFIF).find(([, v]) => v === bit)?.[0] ?? "?";
     out.push({

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { MODIFICATION_ACTION } from "./command_bits.ts";
 import type { MtaStyle } from "./client_negotiate.ts";
 import { replyName } from "./client_negotiate.ts";
 import type { FinalReply } from "./client_types.ts";
@@ -38,19 +39,6 @@ export const STAGE_COMMAND: Readonly<Record<ClientStage, string>> = {
   body: "SMFIC_BODY",
   eom: "SMFIC_BODYEOB",
   unknown: "SMFIC_UNKNOWN",
-};
-
-/** Action bit each modification needs. */
-const ACTION_OF: Readonly<Record<Modification["type"], number>> = {
-  addheader: SMFIF.ADDHDRS,
-  insheader: SMFIF.ADDHDRS,
-  chgheader: SMFIF.CHGHDRS,
-  replbody: SMFIF.CHGBODY,
-  addrcpt: SMFIF.ADDRCPT,
-  delrcpt: SMFIF.DELRCPT,
-  "addrcpt_par": SMFIF.ADDRCPT_PAR,
-  chgfrom: SMFIF.CHGFROM,
-  quarantine: SMFIF.QUARANTINE,
 };
 
 const ACTION_LABEL: Readonly<Record<number, string>> = {
@@ -179,8 +167,8 @@ export class ReplyJudge {
         if (stage !== "eom") {
           throw this.#unexpected(reply, "modifications are only allowed at end of message");
         }
-        const bit = ACTION_OF[reply.type];
-        if ((actions & bit) === 0) {
+        const bit = MODIFICATION_ACTION[reply.type] ?? 0;
+        if (bit === 0 || (actions & bit) === 0) {
           throw this.#unexpected(reply, `action ${ACTION_LABEL[bit]} was not negotiated`);
         }
         if (reply.type === "replbody") {

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { expectsReply } from "./command_bits.ts";
 import { decodeCommand } from "./command_codec.ts";
 import { ConnectionClosedError } from "./errors.ts";
 import type { Filter } from "./filter.ts";
@@ -70,17 +71,6 @@ export interface ProxySummary {
   readonly error?: Error;
 }
 
-const NR: Readonly<Partial<Record<Command["type"], number>>> = {
-  connect: SMFIP.NR_CONN,
-  helo: SMFIP.NR_HELO,
-  mail: SMFIP.NR_MAIL,
-  rcpt: SMFIP.NR_RCPT,
-  data: SMFIP.NR_DATA,
-  header: SMFIP.NR_HDR,
-  eoh: SMFIP.NR_EOH,
-  body: SMFIP.NR_BODY,
-  unknown: SMFIP.NR_UNKN,
-};
 const FINAL = new Set(["continue", "accept", "reject", "tempfail", "discard", "replycode", "skip"]);
 
 /** Follows one direction's frames without ever throwing into the byte path. */
@@ -135,11 +125,7 @@ class Pending {
       this.waiting.push(c);
     } else if (c.type === "quit" || c.type === "quit_nc") {
       this.quit = c.type === "quit";
-    } else if (c.type === "eom") this.waiting.push(c);
-    else {
-      const bit = NR[c.type];
-      if (bit !== undefined && ((this.negotiatedProtocol ?? 0) & bit) === 0) this.waiting.push(c);
-    }
+    } else if (expectsReply(c.type, this.negotiatedProtocol ?? 0)) this.waiting.push(c);
   }
 
   reply(r: Reply): void {
@@ -334,11 +320,7 @@ export async function proxyConnection(mta: Duplex, options: ProxyOptions): Promi
         pending.negotiatedProtocol = 0;
       } else await send(answer);
     };
-    const expects = (c: Command): boolean => {
-      if (c.type === "optneg" || c.type === "eom") return true;
-      const bit = NR[c.type];
-      return bit !== undefined && ((pending.negotiatedProtocol ?? 0) & bit) === 0;
-    };
+    const expects = (c: Command): boolean => expectsReply(c.type, pending.negotiatedProtocol ?? 0);
     // Everything below up to the first await runs at once, so no command the tap sees from now
     // on can slip between "what the MTA already waits for" and "what it sends next".
     let chain = Promise.resolve();
