@@ -149,6 +149,10 @@ class FilterSession<C, M> {
   #bodyPipe: BodyPipe | undefined;
   #bodyTask: Promise<HandlerResult> | undefined;
   #bodySettled: { value: HandlerResult } | { error: unknown } | undefined;
+  /** Rejects the read in progress (set while `#read` waits). */
+  #readReject: ((e: unknown) => void) | undefined;
+  #readStarted = 0;
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
   #messages = 0;
 
   constructor(conn: Duplex, filter: Filter<C, M>, opts: SessionOptions) {
@@ -179,6 +183,10 @@ class FilterSession<C, M> {
     const outer = this.#opts.signal;
     const onOuterAbort = () => this.#abort.abort(outer?.reason);
     outer?.addEventListener("abort", onOuterAbort, { once: true });
+    const onAbort = () => this.#readReject?.(new Stop("signal"));
+    this.#abort.signal.addEventListener("abort", onAbort, { once: true });
+    const idle = this.#opts.idleTimeoutMs ?? 0;
+    if (idle > 0) this.#armIdle(idle, idle);
     try {
       if (outer?.aborted) throw new Stop("signal");
       loop: while (true) {
@@ -211,6 +219,8 @@ class FilterSession<C, M> {
       }
     } finally {
       outer?.removeEventListener("abort", onOuterAbort);
+      this.#abort.signal.removeEventListener("abort", onAbort);
+      if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
       await this.#endConnection();
       this.#abort.abort(new ConnectionClosedError("Session ended"));
       await reader.cancel().catch(() => {});
@@ -221,30 +231,41 @@ class FilterSession<C, M> {
     return error ? { ...summary, error } : summary;
   }
 
+  /**
+   * Reads the next chunk. One abort listener and one idle timer serve the whole session (set up
+   * in `run`), so a read costs no timer or listener of its own.
+   */
   #read(
     reader: ReadableStreamDefaultReader<Uint8Array>,
   ): Promise<ReadableStreamReadResult<Uint8Array>> {
-    const idle = this.#opts.idleTimeoutMs ?? 0;
-    const signal = this.#abort.signal;
+    if (this.#abort.signal.aborted) return Promise.reject(new Stop("signal"));
     return new Promise((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const onAbort = () => finish(() => reject(new Stop("signal")));
-      const finish = (f: () => void) => {
-        if (timer !== undefined) clearTimeout(timer);
-        signal.removeEventListener("abort", onAbort);
-        f();
-      };
-      if (idle > 0) timer = setTimeout(() => finish(() => reject(new Stop("idle"))), idle);
-      signal.addEventListener("abort", onAbort, { once: true });
-      reader.read().then((r) => finish(() => resolve(r)), (e) =>
-        finish(() =>
-          reject(
-            e instanceof MilterError
-              ? e
-              : new ConnectionClosedError("Connection to the MTA failed", { cause: e }),
-          )
-        ));
+      this.#readStarted = performance.now();
+      this.#readReject = reject;
+      reader.read().then((r) => {
+        this.#readReject = undefined;
+        resolve(r);
+      }, (e) => {
+        this.#readReject = undefined;
+        reject(
+          e instanceof MilterError
+            ? e
+            : new ConnectionClosedError("Connection to the MTA failed", { cause: e }),
+        );
+      });
     });
+  }
+
+  /** Fails the read in progress (if any) when the MTA has been silent for `idleTimeoutMs`. */
+  #armIdle(idle: number, wait: number): void {
+    this.#idleTimer = setTimeout(() => {
+      const waited = performance.now() - this.#readStarted;
+      if (this.#readReject !== undefined && waited >= idle) {
+        this.#readReject(new Stop("idle"));
+        return;
+      }
+      this.#armIdle(idle, this.#readReject !== undefined ? idle - waited : idle);
+    }, Math.max(1, wait));
   }
 
   async #send(reply: Reply): Promise<void> {
@@ -463,9 +484,13 @@ class FilterSession<C, M> {
 
   /** Awaits a handler, racing its time limit and the session's abort signal. */
   async #guard<T>(stage: Stage, call: () => T | Promise<T>): Promise<T> {
+    const signal = this.#abort.signal;
+    // A handler that answers synchronously needs no timer and no listener. (Handlers still run
+    // when the session is ending: abort and close handlers must get their chance.)
+    const result = call();
+    if (!isThenable(result)) return result;
     const limit = (stage === "eom" ? this.#opts.eomTimeoutMs : undefined) ??
       this.#opts.handlerTimeoutMs ?? 0;
-    const signal = this.#abort.signal;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let onAbort: (() => void) | undefined;
     const guards = new Promise<never>((_, reject) => {
@@ -491,7 +516,7 @@ class FilterSession<C, M> {
       else signal.addEventListener("abort", onAbort, { once: true });
     });
     try {
-      return await Promise.race([Promise.resolve().then(call), guards]);
+      return await Promise.race([result, guards]);
     } finally {
       if (timer !== undefined) clearTimeout(timer);
       if (onAbort) signal.removeEventListener("abort", onAbort);
@@ -742,6 +767,11 @@ class FilterSession<C, M> {
       }
     }
   }
+}
+
+function isThenable<T>(v: T | PromiseLike<T>): v is PromiseLike<T> {
+  return typeof v === "object" && v !== null &&
+    typeof (v as { then?: unknown }).then === "function";
 }
 
 function envelope(raw: string, args: readonly string[]): EnvelopeAddress {
