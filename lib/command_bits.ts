@@ -91,7 +91,7 @@ export const MODIFICATION_ACTION: Readonly<Partial<Record<ReplyType, number>>> =
   replbody: SMFIF.CHGBODY,
   addrcpt: SMFIF.ADDRCPT,
   delrcpt: SMFIF.DELRCPT,
-  addrcpt_par: SMFIF.ADDRCPT_PAR,
+  "addrcpt_par": SMFIF.ADDRCPT_PAR,
   chgfrom: SMFIF.CHGFROM,
   quarantine: SMFIF.QUARANTINE,
 };

@@ -16,7 +16,6 @@ import { FrameDecoder } from "./frame.ts";
 import { encodeReply } from "./reply_codec.ts";
 import { decodeReply } from "./reply_codec.ts";
 import type { Command, Duplex, Frame, Reply } from "./types.ts";
-import { SMFIP } from "./wire.ts";
 
 import type { Direction } from "./tcp_reassembly.ts";
 
