@@ -5,7 +5,7 @@
  *   npm run build                         # bun build --compile for this machine
  *   npm run build -- --target linux-arm64 # cross-compile (also: linux-x64, linux-x64-musl, linux-arm64-musl)
  *   npm run build -- --all                # every Linux target: dist/milterkit-<target>
- *   deno task build -- --deno             # deno compile (needs its denort base binary, see README)
+ *   deno task build --deno             # deno compile (needs its denort base binary, see README)
  *   npm run build -- --node               # dist/milterkit.mjs: one JS file for `node milterkit.mjs`
  *
  * Runs under Bun or Deno; uses the bun/deno binaries from node_modules/.bin.
