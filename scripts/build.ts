@@ -53,6 +53,13 @@ if (values.node) {
 } else if (values.deno) {
   const out = values.outfile ?? "dist/milterkit-deno";
   // deno compile downloads its denort base binary once per version (or uses DENORT_BIN).
+  if (!process.env.DENORT_BIN) {
+    console.log(
+      "note: deno compile needs its base binary (denort), downloaded once per Deno version into " +
+        "$DENO_DIR/dl/release/v<version>/, or named by DENORT_BIN=/path/to/denort; without network " +
+        "access use the Bun build (npm run build)",
+    );
+  }
   run(bin("deno"), ["compile", "-A", "--no-check", "--output", out, "cli.ts"]);
   built.push(out);
 } else {
