@@ -108,4 +108,33 @@ describe("milterkit command line", () => {
     assert.ok(r.messagesPerSecond > 0);
     assert.ok(r.message.p50 <= r.message.p99);
   });
+
+  it("send --count 2 --quit-nc runs two SMTP sessions on one filter connection", async () => {
+    const connects: string[] = [];
+    const server = await listen(
+      "inet:0@127.0.0.1",
+      defineFilter({
+        actions: ["addHeader"],
+        connect: (info) => void connects.push(info.hostname),
+        eom: (ctx) => ctx.addHeader("X-Message", String(ctx.messageNumber)),
+      }),
+    );
+    const io = fakeIo("Subject: hi\r\nTo: bob@example.test\r\n\r\nbody\r\n");
+    const code = await main(
+      ["send", "-c", formatSocketSpec(server.address), "--count", "2", "--quit-nc", "--json", "-"],
+      io,
+      COMMANDS,
+    );
+    const connections = server.metrics.connections;
+    await server.stop({ graceMs: 1000 });
+    assert.equal(code, 0, io.err());
+    const r = JSON.parse(io.out());
+    assert.equal(r.transactions.length, 2);
+    assert.equal(connections, 1, "one socket");
+    assert.deepEqual(connects, ["[127.0.0.1]", "[127.0.0.1]"], "CONNECT again after QUIT_NC");
+    // Message numbers restart with the new SMTP session on the same socket.
+    for (const t of r.transactions) {
+      assert.deepEqual(t.modifications, [{ type: "addheader", name: "X-Message", value: "1" }]);
+    }
+  });
 });
