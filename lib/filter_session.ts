@@ -703,12 +703,20 @@ class FilterSession<C, M> {
     this.#emit({ type: "progress", stage: "eom" });
   }
 
-  /** Runs `f`, sending PROGRESS every `progressIntervalMs` while it is pending. */
+  /**
+   * Runs `f`, sending PROGRESS every `progressIntervalMs` while it is pending. A keep-alive that
+   * cannot be written means the MTA is gone: the session is aborted, so the handler's
+   * `ctx.signal` fires instead of the handler running on for nobody.
+   */
   async #withKeepAlive<T>(f: () => Promise<T>): Promise<T> {
     const every = this.#opts.progressIntervalMs ?? 0;
     if (every <= 0) return await f();
     const timer = setInterval(() => {
-      this.#progress().catch(() => {});
+      this.#progress().catch((e) => {
+        this.#abort.abort(
+          new ConnectionClosedError("The MTA went away while the eom handler ran", { cause: e }),
+        );
+      });
     }, every);
     try {
       return await f();
