@@ -14,31 +14,20 @@ import { decodeReply } from "./reply_codec.ts";
 import type { Command, Frame, Modification, Reply } from "./types.ts";
 import type { Direction } from "./tcp_reassembly.ts";
 import { SMFIP } from "./wire.ts";
-import { checkModification, checkReplyText, type Issue, type IssueRule } from "./annotate_check.ts";
+import { checkModification, type Issue, type IssueRule } from "./annotate_check.ts";
 import type {
   AnnotatedEvent,
   AnnotatorOptions,
   MessageSummary,
   NegotiationSummary,
   Outcome,
-  RecipientSummary,
   SessionSummary,
 } from "./annotate_types.ts";
 import { MessageLog, outcomeOf } from "./annotate_messages.ts";
+import { checkFinal, checkNegotiation, type Pending, PendingReplies } from "./annotate_pairing.ts";
 
 export type * from "./annotate_types.ts";
 
-const FINAL = new Set([
-  "continue",
-  "accept",
-  "reject",
-  "tempfail",
-  "discard",
-  "replycode",
-  "skip",
-  "shutdown",
-  "connfail",
-]);
 const MODIFICATIONS = new Set([
   "addheader",
   "insheader",
@@ -51,15 +40,6 @@ const MODIFICATIONS = new Set([
   "quarantine",
 ]);
 const LIBMILTER_MAX_DATA = 65535;
-const MDS_MASK = SMFIP.MDS_256K | SMFIP.MDS_1M;
-
-interface Pending {
-  readonly seq: number;
-  readonly type: string;
-  readonly time: number | undefined;
-  readonly message: MessageSummary | undefined;
-  readonly recipient: RecipientSummary | undefined;
-}
 
 /**
  * Follows one milter session frame by frame.
@@ -83,7 +63,7 @@ export class SessionAnnotator {
   readonly #events: AnnotatedEvent[] = [];
   readonly #issues: Issue[] = [];
   readonly #log = new MessageLog();
-  readonly #pending: Pending[] = [];
+  readonly #pending = new PendingReplies();
   readonly #negotiation: NegotiationSummary & { mta?: NegotiationSummary["mta"] } = {};
   #mtaOffer: NegotiationSummary["mta"];
   #connect: Extract<Command, { type: "connect" }> | undefined;
@@ -93,7 +73,6 @@ export class SessionAnnotator {
   #frames = { toFilter: 0, toMta: 0 };
   #ended: "quit" | "quit_nc" | "eof" = "eof";
   #quit = false;
-  #last: { seq: number; type: string; suppressed: boolean; answered: boolean } | undefined;
   #start: number | undefined;
   #end: number | undefined;
 
@@ -118,7 +97,7 @@ export class SessionAnnotator {
 
   /** True while a command waits for (more of) its reply. */
   get awaitingReply(): boolean {
-    return this.#pending.length > 0;
+    return this.#pending.waiting.length > 0;
   }
 
   /** The effective protocol word: the filter's NO and NR bits that the MTA offered. */
@@ -214,18 +193,12 @@ export class SessionAnnotator {
     const nr = NO_REPLY_BIT[cmd.type];
     const expects = cmd.type === "optneg" || cmd.type === "eom" ||
       (nr !== undefined && (proto & nr) === 0);
-    if (expects) {
-      const recipient = cmd.type === "rcpt" ? msg?.recipients.at(-1) : undefined;
-      this.#pending.push({ seq, type: cmd.type, time, message: msg, recipient });
-    }
-    if (cmd.type !== "macro") {
-      this.#last = {
-        seq,
-        type: cmd.type,
-        suppressed: nr !== undefined && !expects,
-        answered: false,
-      };
-    }
+    const recipient = cmd.type === "rcpt" ? msg?.recipients.at(-1) : undefined;
+    this.#pending.sent(
+      { seq, type: cmd.type, time, message: msg, recipient },
+      expects,
+      nr !== undefined && !expects,
+    );
     const event = this.#emit({
       seq,
       time,
@@ -277,7 +250,7 @@ export class SessionAnnotator {
     const seq = this.#seq++;
     this.#frames.toMta++;
     this.#stamp(time);
-    const head = this.#pending[0];
+    const head = this.#pending.head;
     let reply: Reply;
     try {
       reply = decodeReply(frame);
@@ -317,7 +290,8 @@ export class SessionAnnotator {
       return this.#emit(base);
     }
     if (head === undefined) {
-      this.#unpaired(seq, reply);
+      const v = this.#pending.unpaired(reply);
+      this.#issue(seq, v.rule, v.message);
       return this.#emit({ ...base, stage: "none" });
     }
     if (reply.type === "optneg" || head.type === "optneg") {
@@ -328,7 +302,7 @@ export class SessionAnnotator {
           `${reply.type.toUpperCase()} in answer to ${head.type.toUpperCase()}`,
         );
       } else this.#negotiated(seq, reply);
-      this.#answered(head);
+      this.#pending.answered(head);
       return this.#emit({ ...base, final: true });
     }
     if (reply.type === "progress") return this.#emit({ ...base, final: false });
@@ -350,34 +324,6 @@ export class SessionAnnotator {
     return this.#emit({ ...base, final: true });
   }
 
-  #answered(head: Pending): void {
-    this.#pending.shift();
-    if (this.#last?.seq === head.seq) this.#last.answered = true;
-  }
-
-  #unpaired(seq: number, reply: Reply): void {
-    const last = this.#last;
-    if (last?.suppressed) {
-      this.#issue(
-        seq,
-        "reply-after-noreply",
-        `${reply.type.toUpperCase()} answers event ${last.seq}, whose reply was switched off by an NR_* flag`,
-      );
-    } else if (last?.answered && last.type !== "optneg" && FINAL.has(reply.type)) {
-      this.#issue(
-        seq,
-        "duplicate-final",
-        `Second final reply ${reply.type.toUpperCase()} to event ${last.seq}`,
-      );
-    } else {
-      this.#issue(
-        seq,
-        "unsolicited-reply",
-        `${reply.type.toUpperCase()} while no command waits for a reply`,
-      );
-    }
-  }
-
   #negotiated(seq: number, r: Extract<Reply, { type: "optneg" }>): void {
     this.#negotiation.filter = {
       version: r.version,
@@ -387,21 +333,11 @@ export class SessionAnnotator {
     };
     const mta = this.#mtaOffer;
     if (mta === undefined) return;
-    const problems: string[] = [];
-    if (r.version > mta.version || r.version < 2) {
-      problems.push(`version ${r.version} (MTA offered ${mta.version})`);
-    }
-    const extraActions = r.actions & ~mta.actions;
-    if (extraActions) problems.push(`actions 0x${extraActions.toString(16)} not offered`);
-    const extraProto = r.protocol & ~mta.protocol & ~MDS_MASK;
-    if (extraProto) problems.push(`protocol bits 0x${extraProto.toString(16)} not offered`);
-    if (problems.length > 0) {
-      this.#issue(seq, "bad-negotiation", `Filter's OPTNEG reply asks for ${problems.join(", ")}`);
-    }
+    for (const v of checkNegotiation(r, mta)) this.#issue(seq, v.rule, v.message);
   }
 
   #final(seq: number, reply: Reply, head: Pending, latencyMs: number | undefined): void {
-    this.#answered(head);
+    this.#pending.answered(head);
     const stage = head.type;
     const m = head.message;
     if (m && latencyMs !== undefined) {
@@ -410,35 +346,9 @@ export class SessionAnnotator {
       s.totalMs += latencyMs;
       s.maxMs = Math.max(s.maxMs, latencyMs);
     }
-    if (reply.type === "skip") {
-      if ((this.#negotiation.filter?.protocol ?? 0) & SMFIP.SKIP) {
-        if (!["body", "header", "rcpt"].includes(stage)) {
-          this.#issue(
-            seq,
-            "verdict-not-allowed",
-            `SKIP in answer to ${stage.toUpperCase()} (only BODY is portable)`,
-          );
-        }
-      } else {this.#issue(
-          seq,
-          "skip-not-negotiated",
-          "SKIP sent without SMFIP_SKIP in the negotiation",
-        );}
-      return;
-    }
-    if (reply.type === "discard" && ["connect", "helo", "unknown"].includes(stage)) {
-      this.#issue(seq, "verdict-not-allowed", `DISCARD in answer to ${stage.toUpperCase()}`);
-    }
-    if (reply.type === "connfail") {
-      this.#issue(
-        seq,
-        "verdict-not-allowed",
-        "SMFIR_CONN_FAIL is reserved and implemented by no MTA",
-      );
-    }
-    if (reply.type === "replycode") {
-      for (const p of checkReplyText(reply.text)) this.#issue(seq, "bad-reply-code", p);
-    }
+    const protocol = this.#negotiation.filter?.protocol ?? 0;
+    for (const v of checkFinal(reply, stage, protocol)) this.#issue(seq, v.rule, v.message);
+    if (reply.type === "skip") return;
     const outcome = outcomeOf(reply, stage, seq);
     if (outcome === undefined) return;
     if (stage === "connect" || stage === "helo") {
@@ -468,14 +378,7 @@ export class SessionAnnotator {
    * @returns The summary (messages, negotiation, issues).
    */
   summary(): SessionSummary {
-    const issues = [...this.#issues];
-    for (const p of this.#pending) {
-      issues.push({
-        seq: p.seq,
-        rule: "missing-reply",
-        message: `${p.type.toUpperCase()} got no reply before the session ended`,
-      });
-    }
+    const issues = [...this.#issues, ...this.#pending.missing()];
     issues.sort((a, b) => a.seq - b.seq);
     return {
       negotiation: this.#negotiation,

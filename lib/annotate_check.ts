@@ -1,7 +1,7 @@
 /**
  * The protocol checker's per-frame rules: reply-code syntax, header indexes, CR in header
  * values, action bits. Pure functions over decoded replies; the stateful rules (pairing,
- * no-reply, stage) live in `annotate.ts`.
+ * no-reply, stage) live in `annotate.ts` and `annotate_pairing.ts`.
  *
  * @module
  */

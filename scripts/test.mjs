@@ -32,6 +32,7 @@ import {
 } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { countBun, countDeno, stripAnsi } from "./test_junit.mjs";
 
 /** Prints a line on stdout (the project lints `console` away). */
 const say = (line) => process.stdout.write(line + "\n");
@@ -172,86 +173,6 @@ function selectTests() {
   }
   const rel = [...new Set(files)].map((f) => relative(ROOT, f));
   return opts.unit ? rel.filter((f) => !f.startsWith("tests/interop/")) : rel;
-}
-
-// ---------- JUnit XML ----------
-function unescapeXml(s) {
-  return s.replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&quot;/g, '"')
-    .replace(/&apos;/g, "'").replace(/&#10;/g, "\n").replace(/&amp;/g, "&");
-}
-
-function parseCases(xml) {
-  const cases = [];
-  const re = /<testcase\b([^>]*?)(?:\/>|>([\s\S]*?)<\/testcase>)/g;
-  for (let m; (m = re.exec(xml));) {
-    const attr = (k) => {
-      const a = new RegExp(`\\b${k}="([^"]*)"`).exec(m[1]);
-      return a ? unescapeXml(a[1]) : "";
-    };
-    const body = m[2] ?? "";
-    const fail = /<(failure|error)\b([^>]*)/.exec(body);
-    cases.push({
-      name: attr("name"),
-      classname: attr("classname"),
-      file: attr("file"),
-      failed: fail !== null,
-      failMessage: fail ? unescapeXml((/message="([^"]*)"/.exec(fail[2]) ?? ["", ""])[1]) : "",
-      skipped: /<skipped\b/.test(body),
-    });
-  }
-  return cases;
-}
-
-/** Deno: a describe is a test whose `it`s are steps named "describe > it"; count leaves only. */
-function countDeno(xml) {
-  const cases = parseCases(xml);
-  const parents = new Set();
-  for (const c of cases) {
-    const parts = c.name.split(" > ");
-    for (let i = 1; i < parts.length; i++) parents.add(parts.slice(0, i).join(" > "));
-  }
-  const r = { passed: 0, failed: 0, skipped: 0, failures: [] };
-  for (const c of cases) {
-    const where = c.classname.startsWith("ext:") ? c.name : `${c.classname} > ${c.name}`;
-    if (parents.has(c.name)) {
-      // A describe fails by itself for a failing hook (its steps' failures are counted already).
-      if (c.failed && !/^\d+ test steps? failed/.test(c.failMessage)) {
-        r.failed++;
-        r.failures.push(`${where} (${firstLine(c.failMessage)})`);
-      }
-      continue;
-    }
-    if (c.failed) {
-      r.failed++;
-      r.failures.push(`${where} (${firstLine(c.failMessage)})`);
-    } else if (c.skipped) r.skipped++;
-    else r.passed++;
-  }
-  return r;
-}
-
-/** Bun: describes are nested testsuites, every testcase is a leaf. */
-function countBun(xml) {
-  const r = { passed: 0, failed: 0, skipped: 0, failures: [] };
-  for (const c of parseCases(xml)) {
-    if (c.failed) {
-      r.failed++;
-      const path = [c.file, ...c.classname.split(" > ").reverse().filter(Boolean), c.name];
-      r.failures.push(`${path.join(" > ")} (${firstLine(c.failMessage)})`);
-    } else if (c.skipped) r.skipped++;
-    else r.passed++;
-  }
-  return r;
-}
-
-function firstLine(s) {
-  const line = s.split("\n").find((l) => l.trim() !== "") ?? "";
-  return line.length > 120 ? line.slice(0, 117) + "..." : line;
-}
-
-function stripAnsi(s) {
-  // deno-lint-ignore no-control-regex
-  return s.replace(/\u001b\[[0-9;]*m/g, "");
 }
 
 // ---------- steps ----------
