@@ -78,6 +78,10 @@ for (const adapter of [runtime, "node"] as const) {
       mta = await startPostfix({ milters: `inet:127.0.0.1:${port}` });
     });
 
+    /** Sends one message from sender@ to user@example.test through this Postfix. */
+    const send = (data: string, to = ["user@example.test"]) =>
+      sendMail({ port: mta.port, from: "sender@example.test", to, data });
+
     after(async () => {
       await mta?.stop();
       await server?.stop({ graceMs: 1000 });
@@ -85,12 +89,7 @@ for (const adapter of [runtime, "node"] as const) {
 
     it("delivers accepted mail with the added header", async () => {
       const m = message("hello");
-      const r = await sendMail({
-        port: mta.port,
-        from: "sender@example.test",
-        to: ["user@example.test"],
-        data: m.data,
-      });
+      const r = await send(m.data);
       assert.equal(r.code, 250, r.transcript);
       const [got] = await copies(mta.maildir, m.marker, 1);
       assert.ok(got, "delivered");
@@ -99,12 +98,7 @@ for (const adapter of [runtime, "node"] as const) {
 
     it("applies every change of a MODIFYME message in the delivered mail", async () => {
       const m = message("please MODIFYME");
-      const r = await sendMail({
-        port: mta.port,
-        from: "sender@example.test",
-        to: ["user@example.test"],
-        data: m.data,
-      });
+      const r = await send(m.data);
       assert.equal(r.code, 250, r.transcript);
       const got = await copies(mta.maildir, m.marker, 2);
       assert.equal(got.length, 2, "original and added recipient");
@@ -123,12 +117,7 @@ for (const adapter of [runtime, "node"] as const) {
 
     it("refuses a message with the filter's exact reply after DATA", async () => {
       const m = message("x REJECTME");
-      const r = await sendMail({
-        port: mta.port,
-        from: "sender@example.test",
-        to: ["user@example.test"],
-        data: m.data,
-      });
+      const r = await send(m.data);
       assert.equal(r.stage, "eom");
       assert.equal(r.code, 550);
       assert.equal(r.text, "5.7.1 Rejected by milterkit (REJECTME)");
@@ -136,24 +125,14 @@ for (const adapter of [runtime, "node"] as const) {
 
     it("tempfails with the filter's 451 text", async () => {
       const m = message("TEMPFAILME");
-      const r = await sendMail({
-        port: mta.port,
-        from: "sender@example.test",
-        to: ["user@example.test"],
-        data: m.data,
-      });
+      const r = await send(m.data);
       assert.equal(r.code, 451);
       assert.equal(r.text, "4.7.1 Later");
     });
 
     it("refuses one recipient at RCPT with the escaped % intact and delivers to the other", async () => {
       const m = message("two rcpts");
-      const r = await sendMail({
-        port: mta.port,
-        from: "sender@example.test",
-        to: ["nobody@example.test", "user@example.test"],
-        data: m.data,
-      });
+      const r = await send(m.data, ["nobody@example.test", "user@example.test"]);
       assert.equal(r.rcpts[0]?.code, 550);
       assert.equal(r.rcpts[0]?.text, "5.1.1 No mailbox for nobody@example.test, 100% sure");
       assert.equal(r.code, 250);
