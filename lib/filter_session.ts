@@ -21,7 +21,12 @@ import { parseAddress, parseEsmtpArgs } from "./esmtp.ts";
 import type { EnvelopeAddress, EventName, Filter, HandlerResult } from "./filter.ts";
 import { ContextView, EomContextView, SessionState } from "./filter_context.ts";
 import { FrameDecoder } from "./frame.ts";
-import { type FilterRequirements, negotiateFilter, requirementsOf } from "./negotiate.ts";
+import {
+  EVENT_BITS,
+  type FilterRequirements,
+  negotiateFilter,
+  requirementsOf,
+} from "./negotiate.ts";
 import { encodeReply } from "./reply_codec.ts";
 import type { Command, Duplex, Negotiated, Reply } from "./types.ts";
 import { type ReplyVerdict, type Stage, verdictToReply } from "./verdict.ts";
@@ -82,18 +87,6 @@ export interface ServedSession {
   /** The error that ended it, if any. */
   readonly error?: Error;
 }
-
-const NR_BIT: Readonly<Record<Exclude<Stage, "eom">, number>> = {
-  connect: SMFIP.NR_CONN,
-  helo: SMFIP.NR_HELO,
-  envfrom: SMFIP.NR_MAIL,
-  envrcpt: SMFIP.NR_RCPT,
-  data: SMFIP.NR_DATA,
-  header: SMFIP.NR_HDR,
-  eoh: SMFIP.NR_EOH,
-  body: SMFIP.NR_BODY,
-  unknown: SMFIP.NR_UNKN,
-};
 
 /** Replies that end the current message (at any stage but RCPT). */
 const FINAL_FOR_MESSAGE = new Set(["accept", "reject", "tempfail", "discard", "replycode"]);
@@ -392,7 +385,7 @@ class FilterSession<C, M> {
   }
 
   #expectsReply(stage: Exclude<Stage, "eom">): boolean {
-    return (this.#negotiated!.protocol & NR_BIT[stage]) === 0;
+    return (this.#negotiated!.protocol & EVENT_BITS[stage].nr) === 0;
   }
 
   /**

@@ -30,7 +30,18 @@ export const ACTION_BITS: Readonly<Record<ActionName, number>> = {
   quarantine: SMFIF.QUARANTINE,
 };
 
-const EVENT_BITS: Readonly<Record<EventName, { no: number; nr: number; since: number }>> = {
+/**
+ * Per event: the `SMFIP_NO*` bit that switches it off, the `SMFIP_NR_*` bit that makes it go
+ * unanswered, and the protocol version that introduced it.
+ *
+ * @example
+ * ```ts
+ * import { EVENT_BITS, SMFIP } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * assert.equal(EVENT_BITS.envrcpt.nr, SMFIP.NR_RCPT);
+ * ```
+ */
+export const EVENT_BITS: Readonly<Record<EventName, { no: number; nr: number; since: number }>> = {
   connect: { no: SMFIP.NOCONNECT, nr: SMFIP.NR_CONN, since: 2 },
   helo: { no: SMFIP.NOHELO, nr: SMFIP.NR_HELO, since: 2 },
   envfrom: { no: SMFIP.NOMAIL, nr: SMFIP.NR_MAIL, since: 2 },
