@@ -4,52 +4,53 @@
  * @module
  */
 
-export * from "./lib/wire.ts";
-export type * from "./lib/types.ts";
-export * from "./lib/errors.ts";
-export * from "./lib/text.ts";
-export * from "./lib/bytes.ts";
-export * from "./lib/frame.ts";
-export * from "./lib/command_codec.ts";
-export * from "./lib/reply_codec.ts";
-export * from "./lib/verdict.ts";
-export * from "./lib/filter.ts";
-export * from "./lib/negotiate.ts";
-export * from "./lib/macros.ts";
-export * from "./lib/body_pipe.ts";
-export * from "./lib/filter_session.ts";
-export * from "./lib/esmtp.ts";
-export * from "./lib/client.ts";
-export * from "./lib/client_types.ts";
-export * from "./lib/client_negotiate.ts";
-export * from "./lib/client_replies.ts";
-export * from "./lib/client_macros.ts";
-export * from "./lib/client_transaction.ts";
-export * from "./lib/message.ts";
-export * from "./lib/message_modify.ts";
-export * from "./lib/message_diff.ts";
-export * from "./lib/mta_defaults.ts";
-export * from "./lib/log.ts";
-export * from "./lib/metrics.ts";
-export * from "./lib/logging_filter.ts";
-export * from "./lib/pcap.ts";
-export * from "./lib/tcp_reassembly.ts";
-export * from "./lib/annotate.ts";
-export * from "./lib/annotate_check.ts";
-export * from "./lib/annotate_feed.ts";
-export * from "./lib/annotate_messages.ts";
-export * from "./lib/annotate_text.ts";
-export * from "./lib/recording.ts";
-export * from "./lib/timeline.ts";
+export * from "./lib/wire/constants.ts";
+export type * from "./lib/wire/types.ts";
+export type * from "./lib/mail/envelope.ts";
+export * from "./lib/wire/errors.ts";
+export * from "./lib/wire/text.ts";
+export * from "./lib/wire/bytes.ts";
+export * from "./lib/wire/frame.ts";
+export * from "./lib/wire/command_codec.ts";
+export * from "./lib/wire/reply_codec.ts";
+export * from "./lib/filter/verdict.ts";
+export * from "./lib/filter/filter.ts";
+export * from "./lib/filter/negotiate.ts";
+export * from "./lib/filter/macros.ts";
+export * from "./lib/filter/body_pipe.ts";
+export * from "./lib/filter/session.ts";
+export * from "./lib/mail/esmtp.ts";
+export * from "./lib/mta/client.ts";
+export * from "./lib/mta/types.ts";
+export * from "./lib/mta/negotiate.ts";
+export * from "./lib/mta/replies.ts";
+export * from "./lib/mta/macros.ts";
+export * from "./lib/mta/transaction.ts";
+export * from "./lib/mail/message.ts";
+export * from "./lib/mail/modify.ts";
+export * from "./lib/mail/diff.ts";
+export * from "./lib/mta/presets.ts";
+export * from "./lib/server/log.ts";
+export * from "./lib/server/metrics.ts";
+export * from "./lib/server/logging_filter.ts";
+export * from "./lib/inspect/capture/pcap.ts";
+export * from "./lib/inspect/capture/tcp.ts";
+export * from "./lib/inspect/annotate/annotator.ts";
+export * from "./lib/inspect/annotate/check.ts";
+export * from "./lib/inspect/annotate/feed.ts";
+export * from "./lib/inspect/annotate/messages.ts";
+export * from "./lib/inspect/annotate/render.ts";
+export * from "./lib/inspect/recording.ts";
+export * from "./lib/inspect/timeline.ts";
 export {
   proxyConnection,
   type ProxyOptions,
   type ProxySummary,
   type TapFrame,
   type UpstreamFailurePolicy,
-} from "./lib/proxy.ts";
-export * from "./lib/address.ts";
-export type * from "./lib/adapters/types.ts";
+} from "./lib/inspect/proxy.ts";
+export * from "./lib/server/socket_spec.ts";
+export type * from "./lib/server/adapters/types.ts";
 export {
   adapterFor,
   connect as connectSocket,
@@ -57,7 +58,7 @@ export {
   type NetConnectOptions,
   type NetListenOptions,
   runtimeAdapterName,
-} from "./lib/net.ts";
-export * from "./lib/server.ts";
-export * from "./lib/replay.ts";
-export * from "./lib/command_bits.ts";
+} from "./lib/server/net.ts";
+export * from "./lib/server/server.ts";
+export * from "./lib/inspect/replay.ts";
+export * from "./lib/wire/command_bits.ts";

@@ -10,10 +10,10 @@
  */
 
 import { parseArgs } from "node:util";
-import type { AdapterName, Connection, NetworkAdapter } from "../lib/adapters/types.ts";
-import { encodeFrame, FrameDecoder } from "../lib/frame.ts";
-import { adapterFor, runtimeAdapterName } from "../lib/net.ts";
-import { SMFIC, SMFIR } from "../lib/wire.ts";
+import type { AdapterName, Connection, NetworkAdapter } from "../lib/server/adapters/types.ts";
+import { encodeFrame, FrameDecoder } from "../lib/wire/frame.ts";
+import { adapterFor, runtimeAdapterName } from "../lib/server/net.ts";
+import { SMFIC, SMFIR } from "../lib/wire/constants.ts";
 
 const { values } = parseArgs({
   options: {

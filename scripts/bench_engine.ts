@@ -10,7 +10,7 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { defineFilter, endSession, MilterClient, runTransaction, serveConnection } from "../mod.ts";
-import { duplexPair } from "../lib/testing.ts";
+import { duplexPair } from "../lib/testing/mod.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),

@@ -16,10 +16,10 @@
 import { spawn } from "node:child_process";
 import process from "node:process";
 import { parseArgs } from "node:util";
-import type { AdapterName } from "../lib/adapters/types.ts";
+import type { AdapterName } from "../lib/server/adapters/types.ts";
 import { benchCommand } from "../lib/cli/bench.ts";
-import { runtimeAdapterName } from "../lib/net.ts";
-import { listen } from "../lib/server.ts";
+import { runtimeAdapterName } from "../lib/server/net.ts";
+import { listen } from "../lib/server/server.ts";
 import { loadFilter } from "../lib/cli/script.ts";
 import { fakeIo } from "../tests/helpers/fake_io.ts";
 

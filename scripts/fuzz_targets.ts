@@ -22,7 +22,7 @@ import {
   SMFIP,
   type Verdict,
 } from "../mod.ts";
-import { chunked, duplexPair } from "../lib/testing.ts";
+import { chunked, duplexPair } from "../lib/testing/mod.ts";
 import {
   bytesEqual,
   checked,

@@ -314,6 +314,9 @@ const files = selectTests();
 if (opts.checks) {
   await checkStep("deno fmt --check", DENO, ["fmt", "--check"]);
   await checkStep("deno lint", DENO, ["lint"]);
+  await checkStep("layers (scripts/check_layers.mjs)", process.execPath, [
+    join(ROOT, "scripts/check_layers.mjs"),
+  ]);
   const checkPaths = ["mod.ts", "cli.ts", "lib", "tests", "examples", "scripts"]
     .filter((p) => existsSync(join(ROOT, p)));
   await checkStep("deno check", DENO, ["check", ...checkPaths]);

@@ -9,11 +9,16 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { SocketAddress } from "../lib/address.ts";
-import type { AdapterName, Connection, Listener, NetworkAdapter } from "../lib/adapters/types.ts";
-import { withConnectLimits } from "../lib/adapters/_shared.ts";
-import { ConnectionClosedError, MilterError, MilterTimeoutError } from "../lib/errors.ts";
-import { adapterFor, connect, listen, runtimeAdapterName } from "../lib/net.ts";
+import type { SocketAddress } from "../lib/server/socket_spec.ts";
+import type {
+  AdapterName,
+  Connection,
+  Listener,
+  NetworkAdapter,
+} from "../lib/server/adapters/types.ts";
+import { withConnectLimits } from "../lib/server/adapters/_shared.ts";
+import { ConnectionClosedError, MilterError, MilterTimeoutError } from "../lib/wire/errors.ts";
+import { adapterFor, connect, listen, runtimeAdapterName } from "../lib/server/net.ts";
 
 const TIMEOUT = { timeout: 60_000 };
 const LOCAL4: SocketAddress = { transport: "tcp", hostname: "127.0.0.1", port: 0 };

@@ -5,8 +5,8 @@ import {
   parseSocketSpec,
   type SocketAddress,
   SocketSpecError,
-} from "../lib/address.ts";
-import { MilterError } from "../lib/errors.ts";
+} from "../lib/server/socket_spec.ts";
+import { MilterError } from "../lib/wire/errors.ts";
 
 const tcp = (hostname: string, port: number): SocketAddress => ({
   transport: "tcp",

@@ -1,15 +1,15 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
-import { SessionAnnotator } from "../lib/annotate.ts";
-import { checkReplyText } from "../lib/annotate_check.ts";
-import { annotateStreams } from "../lib/annotate_feed.ts";
-import { encodeCommand } from "../lib/command_codec.ts";
-import { readCapture } from "../lib/pcap.ts";
-import { encodeReply } from "../lib/reply_codec.ts";
-import { findMilterConversations } from "../lib/tcp_reassembly.ts";
-import type { Command, Frame, Reply } from "../lib/types.ts";
-import { SMFIF, SMFIP } from "../lib/wire.ts";
+import { SessionAnnotator } from "../lib/inspect/annotate/annotator.ts";
+import { checkReplyText } from "../lib/inspect/annotate/check.ts";
+import { annotateStreams } from "../lib/inspect/annotate/feed.ts";
+import { encodeCommand } from "../lib/wire/command_codec.ts";
+import { readCapture } from "../lib/inspect/capture/pcap.ts";
+import { encodeReply } from "../lib/wire/reply_codec.ts";
+import { findMilterConversations } from "../lib/inspect/capture/tcp.ts";
+import type { Command, Frame, Reply } from "../lib/wire/types.ts";
+import { SMFIF, SMFIP } from "../lib/wire/constants.ts";
 
 const root = new URL("./data/captures/", import.meta.url);
 const read = (rel: string) => new Uint8Array(readFileSync(new URL(rel, root)));

@@ -7,7 +7,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { endSession, MilterClient, MilterError, runTransaction } from "../mod.ts";
-import { duplexPair } from "../lib/testing.ts";
+import { duplexPair } from "../lib/testing/mod.ts";
 import { allSessions } from "./helpers/captures.ts";
 
 const unhandled: unknown[] = [];

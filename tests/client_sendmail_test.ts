@@ -7,7 +7,7 @@ import {
   runTransaction,
   serveConnection,
 } from "../mod.ts";
-import { duplexPair } from "../lib/testing.ts";
+import { duplexPair } from "../lib/testing/mod.ts";
 import { loadSession } from "./helpers/captures.ts";
 
 /** Macro names per stage letter, in order, from an MTA→filter byte stream. */

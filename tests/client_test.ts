@@ -4,22 +4,22 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { MilterClient } from "../lib/client.ts";
-import { endSession, newSession, runTransaction } from "../lib/client_transaction.ts";
-import { newQueueId, postfixMacros } from "../lib/mta_defaults.ts";
-import type { ClientOptions } from "../lib/client_types.ts";
-import { decodeCommand } from "../lib/command_codec.ts";
+import { MilterClient } from "../lib/mta/client.ts";
+import { endSession, newSession, runTransaction } from "../lib/mta/transaction.ts";
+import { newQueueId, postfixMacros } from "../lib/mta/presets.ts";
+import type { ClientOptions } from "../lib/mta/types.ts";
+import { decodeCommand } from "../lib/wire/command_codec.ts";
 import {
   ConnectionClosedError,
   MilterNegotiationError,
   MilterProtocolError,
   MilterTimeoutError,
-} from "../lib/errors.ts";
-import { FrameDecoder } from "../lib/frame.ts";
-import { encodeReply } from "../lib/reply_codec.ts";
-import { duplexPair } from "../lib/testing.ts";
-import type { Command, Duplex, Reply } from "../lib/types.ts";
-import { SMFIF, SMFIP } from "../lib/wire.ts";
+} from "../lib/wire/errors.ts";
+import { FrameDecoder } from "../lib/wire/frame.ts";
+import { encodeReply } from "../lib/wire/reply_codec.ts";
+import { duplexPair } from "../lib/testing/mod.ts";
+import type { Command, Duplex, Reply } from "../lib/wire/types.ts";
+import { SMFIF, SMFIP } from "../lib/wire/constants.ts";
 
 type Answer = Reply[] | "close" | "silent" | undefined;
 

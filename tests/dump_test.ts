@@ -5,9 +5,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { dumpCommand } from "../lib/cli/dump.ts";
 import { type CliIo, EXIT, UsageError } from "../lib/cli/types.ts";
-import { RecordingWriter } from "../lib/recording.ts";
-import { encodeCommand } from "../lib/command_codec.ts";
-import { encodeReply } from "../lib/reply_codec.ts";
+import { RecordingWriter } from "../lib/inspect/recording.ts";
+import { encodeCommand } from "../lib/wire/command_codec.ts";
+import { encodeReply } from "../lib/wire/reply_codec.ts";
 import { conversationSegments, type LogSeg, packet, pcapngFile } from "./helpers/pcap_build.ts";
 
 const rootUrl = new URL("./data/captures/", import.meta.url);

@@ -13,7 +13,7 @@ import {
   serveConnection,
   type SessionOptions,
 } from "../mod.ts";
-import { duplexPair } from "../lib/testing.ts";
+import { duplexPair } from "../lib/testing/mod.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

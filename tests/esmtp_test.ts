@@ -1,6 +1,6 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { parseAddress, parseEsmtpArgs, splitAddress, splitEsmtpArgs } from "../lib/esmtp.ts";
+import { parseAddress, parseEsmtpArgs, splitAddress, splitEsmtpArgs } from "../lib/mail/esmtp.ts";
 
 describe("parseEsmtpArgs()", () => {
   it("upper-cases keywords, keeps values and the raw text", () => {

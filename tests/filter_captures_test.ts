@@ -8,7 +8,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { decodeReply, defineFilter, FrameDecoder, serveConnection, SMFIF } from "../mod.ts";
-import { duplexPair } from "../lib/testing.ts";
+import { duplexPair } from "../lib/testing/mod.ts";
 
 const local = new URL("./data/captures/", import.meta.url);
 const root = existsSync(local) ? local : new URL("file:///work/shared/captures/");

@@ -18,7 +18,7 @@ import {
   serveConnection,
   type Verdict,
 } from "../mod.ts";
-import { duplexPair } from "../lib/testing.ts";
+import { duplexPair } from "../lib/testing/mod.ts";
 
 const unhandled: unknown[] = [];
 process.on("unhandledRejection", (e) => unhandled.push(e));

@@ -13,7 +13,7 @@ import {
   SMFIF,
   SMFIP,
 } from "../mod.ts";
-import { duplexPair } from "../lib/testing.ts";
+import { duplexPair } from "../lib/testing/mod.ts";
 import { RawMta } from "./helpers/raw_mta.ts";
 
 // deno-lint-ignore no-explicit-any

@@ -15,7 +15,7 @@ import {
   type ProtocolErrorReason,
   sniffForeignProtocol,
 } from "../mod.ts";
-import { chunked } from "../lib/testing.ts";
+import { chunked } from "../lib/testing/mod.ts";
 import { allSessions, concatBytes, fromHex, streamOf } from "./helpers/captures.ts";
 
 /** Feeds chunks to a fresh decoder and returns every frame (the decoder must end clean). */

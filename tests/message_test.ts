@@ -1,16 +1,16 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { MilterProtocolError } from "../lib/errors.ts";
+import { MilterProtocolError } from "../lib/wire/errors.ts";
 import {
   formatHeaderField,
   parseHeaderField,
   parseMessage,
   serializeMessage,
   toCrlf,
-} from "../lib/message.ts";
-import { diffLines, messageDiff } from "../lib/message_diff.ts";
-import { applyModifications, type Envelope } from "../lib/message_modify.ts";
-import type { Modification } from "../lib/types.ts";
+} from "../lib/mail/message.ts";
+import { diffLines, messageDiff } from "../lib/mail/diff.ts";
+import { applyModifications, type Envelope } from "../lib/mail/modify.ts";
+import type { Modification } from "../lib/wire/types.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);

@@ -1,8 +1,8 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
-import { CaptureFormatError, captureKind, readCapture } from "../lib/pcap.ts";
-import { findMilterConversations } from "../lib/tcp_reassembly.ts";
+import { CaptureFormatError, captureKind, readCapture } from "../lib/inspect/capture/pcap.ts";
+import { findMilterConversations } from "../lib/inspect/capture/tcp.ts";
 import {
   conversationSegments,
   type LogSeg,

@@ -23,7 +23,7 @@ import {
   runTransaction,
 } from "../mod.ts";
 import { dumpCommand } from "../lib/cli/dump.ts";
-import type { Command } from "../lib/types.ts";
+import type { Command } from "../lib/wire/types.ts";
 import { fakeIo } from "./helpers/fake_io.ts";
 import { type ProxyChild, startProxy, stoppedCleanly, terminate } from "./helpers/proxy_child.ts";
 

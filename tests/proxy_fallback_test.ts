@@ -13,7 +13,7 @@ import {
   proxyConnection,
   type TapFrame,
 } from "../mod.ts";
-import { duplexPair } from "../lib/testing.ts";
+import { duplexPair } from "../lib/testing/mod.ts";
 import { RawMta } from "./helpers/raw_mta.ts";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

@@ -14,7 +14,7 @@ import {
   serveConnection,
   type TapFrame,
 } from "../mod.ts";
-import { duplexPair } from "../lib/testing.ts";
+import { duplexPair } from "../lib/testing/mod.ts";
 import { RawMta } from "./helpers/raw_mta.ts";
 
 const C = { type: "continue" } as const;

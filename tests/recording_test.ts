@@ -1,13 +1,13 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { annotateStreams } from "../lib/annotate_feed.ts";
-import { decodeCommand } from "../lib/command_codec.ts";
-import { FrameDecoder } from "../lib/frame.ts";
-import { CaptureFormatError } from "../lib/pcap.ts";
-import { readRecording, readSegmentLog, RecordingWriter } from "../lib/recording.ts";
-import { decodeReply } from "../lib/reply_codec.ts";
-import type { Direction } from "../lib/tcp_reassembly.ts";
+import { annotateStreams } from "../lib/inspect/annotate/feed.ts";
+import { decodeCommand } from "../lib/wire/command_codec.ts";
+import { FrameDecoder } from "../lib/wire/frame.ts";
+import { CaptureFormatError } from "../lib/inspect/capture/pcap.ts";
+import { readRecording, readSegmentLog, RecordingWriter } from "../lib/inspect/recording.ts";
+import { decodeReply } from "../lib/wire/reply_codec.ts";
+import type { Direction } from "../lib/wire/types.ts";
 
 const root = new URL("./data/captures/", import.meta.url);
 const read = (rel: string) => new Uint8Array(readFileSync(new URL(rel, root)));

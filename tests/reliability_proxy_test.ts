@@ -30,7 +30,7 @@ import {
   SMFIP,
   type UpstreamFailurePolicy,
 } from "../mod.ts";
-import type { Listener } from "../lib/adapters/types.ts";
+import type { Listener } from "../lib/server/adapters/types.ts";
 import { added, openClient, sendOne, TIMEOUT, tx, waitFor, within } from "./helpers/server_kit.ts";
 
 const echo = () =>

@@ -20,8 +20,8 @@ import {
   runTransaction,
   serveConnection,
 } from "../mod.ts";
-import { renderReplay, replaySession } from "../lib/replay.ts";
-import { duplexPair } from "../lib/testing.ts";
+import { renderReplay, replaySession } from "../lib/inspect/replay.ts";
+import { duplexPair } from "../lib/testing/mod.ts";
 import { dumpCommand } from "../lib/cli/dump.ts";
 import { fakeIo } from "./helpers/fake_io.ts";
 

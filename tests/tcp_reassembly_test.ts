@@ -1,8 +1,8 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import type { TcpPacket } from "../lib/pcap.ts";
-import { findMilterConversations, looksLikeMtaStream } from "../lib/tcp_reassembly.ts";
+import type { TcpPacket } from "../lib/inspect/capture/pcap.ts";
+import { findMilterConversations, looksLikeMtaStream } from "../lib/inspect/capture/tcp.ts";
 import { conversationSegments, type LogSeg, type Seg } from "./helpers/pcap_build.ts";
 
 const root = new URL("./data/captures/", import.meta.url);

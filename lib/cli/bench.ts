@@ -5,10 +5,10 @@
  */
 
 import { parseArgs } from "node:util";
-import { MilterClient } from "../client.ts";
-import { endSession, runTransaction } from "../client_transaction.ts";
-import { connect } from "../net.ts";
-import type { Command } from "../types.ts";
+import { MilterClient } from "../mta/client.ts";
+import { endSession, runTransaction } from "../mta/transaction.ts";
+import { connect } from "../server/net.ts";
+import type { Command } from "../wire/types.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 
 const USAGE = `Usage: milterkit bench --connect SPEC [options]

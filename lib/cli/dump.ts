@@ -9,15 +9,15 @@
 import { readFile, stat } from "node:fs/promises";
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
-import { annotateStreams, type StreamPair } from "../annotate_feed.ts";
-import type { Outcome } from "../annotate.ts";
-import { FrameDecoder } from "../frame.ts";
-import { connect } from "../net.ts";
-import { captureKind, readCapture } from "../pcap.ts";
-import { renderReplay, replaySession } from "../replay.ts";
-import { isRecording, readRecording, readSegmentLog } from "../recording.ts";
-import { findMilterConversations, looksLikeMtaStream } from "../tcp_reassembly.ts";
-import { renderTimeline, type SessionReport, sessionToJson } from "../timeline.ts";
+import { annotateStreams, type StreamPair } from "../inspect/annotate/feed.ts";
+import type { Outcome } from "../inspect/annotate/annotator.ts";
+import { FrameDecoder } from "../wire/frame.ts";
+import { connect } from "../server/net.ts";
+import { captureKind, readCapture } from "../inspect/capture/pcap.ts";
+import { renderReplay, replaySession } from "../inspect/replay.ts";
+import { isRecording, readRecording, readSegmentLog } from "../inspect/recording.ts";
+import { findMilterConversations, looksLikeMtaStream } from "../inspect/capture/tcp.ts";
+import { renderTimeline, type SessionReport, sessionToJson } from "../inspect/timeline.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 
 const USAGE = `Usage: milterkit dump FILE... [options]

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { MilterError } from "../errors.ts";
+import { MilterError } from "../wire/errors.ts";
 import { ScriptError } from "./script.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 

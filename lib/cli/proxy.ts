@@ -7,20 +7,20 @@
 
 import { closeSync, openSync, renameSync, statSync, writeSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { SessionAnnotator } from "../annotate.ts";
-import type { AnnotatedEvent, MessageSummary } from "../annotate_types.ts";
-import { describeDecoded } from "../annotate_text.ts";
-import { formatSocketSpec } from "../address.ts";
-import type { Connection } from "../adapters/types.ts";
-import { createLogger } from "../log.ts";
-import { connect, listen } from "../net.ts";
-import { proxyConnection, type UpstreamFailurePolicy } from "../proxy.ts";
-import { RecordingWriter } from "../recording.ts";
-import type { Direction } from "../tcp_reassembly.ts";
-import { describeOutcome } from "../timeline.ts";
-import { displayText } from "../text.ts";
+import { SessionAnnotator } from "../inspect/annotate/annotator.ts";
+import type { AnnotatedEvent, MessageSummary } from "../inspect/annotate/types.ts";
+import { describeDecoded } from "../inspect/annotate/render.ts";
+import { formatSocketSpec } from "../server/socket_spec.ts";
+import type { Connection } from "../server/adapters/types.ts";
+import { createLogger } from "../server/log.ts";
+import { connect, listen } from "../server/net.ts";
+import { proxyConnection, type UpstreamFailurePolicy } from "../inspect/proxy.ts";
+import { RecordingWriter } from "../inspect/recording.ts";
+import { describeOutcome } from "../inspect/timeline.ts";
+import { displayText } from "../wire/text.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 import { VERSION } from "./version.ts";
+import type { Direction } from "../wire/types.ts";
 
 const USAGE = `Usage: milterkit proxy --listen SPEC --upstream SPEC [options]
 

@@ -9,10 +9,10 @@
 import { createRequire } from "node:module";
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import type { Filter } from "../filter.ts";
-import { negotiateFilter, requirementsOf } from "../negotiate.ts";
-import type { Negotiated } from "../types.ts";
-import { ACTION_NAMES, flagNames, PROTOCOL_NAMES } from "../wire.ts";
+import type { Filter } from "../filter/filter.ts";
+import { negotiateFilter, requirementsOf } from "../filter/negotiate.ts";
+import type { Negotiated } from "../wire/types.ts";
+import { ACTION_NAMES, flagNames, PROTOCOL_NAMES } from "../wire/constants.ts";
 
 const KNOWN = new Set([
   "name",

@@ -6,16 +6,16 @@
  */
 
 import { parseArgs } from "node:util";
-import { MilterClient } from "../client.ts";
-import { endSession, newSession, runTransaction } from "../client_transaction.ts";
-import type { MacroInput, TransactionInput, TransactionResult } from "../client_types.ts";
-import { messageDiff } from "../message_diff.ts";
-import { serializeMessage } from "../message.ts";
-import type { MacroStageLetter } from "../mta_defaults.ts";
-import { connect } from "../net.ts";
-import { decodeText, displayText } from "../text.ts";
-import type { Modification, Reply } from "../types.ts";
-import { ACTION_NAMES, flagNames, PROTOCOL_NAMES } from "../wire.ts";
+import { MilterClient } from "../mta/client.ts";
+import { endSession, newSession, runTransaction } from "../mta/transaction.ts";
+import type { MacroInput, TransactionInput, TransactionResult } from "../mta/types.ts";
+import { messageDiff } from "../mail/diff.ts";
+import { serializeMessage } from "../mail/message.ts";
+import type { MacroStageLetter } from "../mta/presets.ts";
+import { connect } from "../server/net.ts";
+import { decodeText, displayText } from "../wire/text.ts";
+import type { Modification, Reply } from "../wire/types.ts";
+import { ACTION_NAMES, flagNames, PROTOCOL_NAMES } from "../wire/constants.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 
 const USAGE = `Usage: milterkit send --connect SPEC [MESSAGE.eml|-] [options]

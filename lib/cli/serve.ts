@@ -7,11 +7,11 @@
 
 import { parseArgs } from "node:util";
 import { createServer, type Server as HttpServer } from "node:http";
-import type { Filter } from "../filter.ts";
-import type { Fallback } from "../filter_session.ts";
-import { createLogger, type LogLevel } from "../log.ts";
-import { loggingFilter } from "../logging_filter.ts";
-import { listen, type MilterServer } from "../server.ts";
+import type { Filter } from "../filter/filter.ts";
+import type { Fallback } from "../filter/session.ts";
+import { createLogger, type LogLevel } from "../server/log.ts";
+import { loggingFilter } from "../server/logging_filter.ts";
+import { listen, type MilterServer } from "../server/server.ts";
 import { describeFilter, loadFilter } from "./script.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 

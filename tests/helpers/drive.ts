@@ -11,7 +11,7 @@ import {
   type TransactionInput,
   type TransactionResult,
 } from "../../mod.ts";
-import { duplexPair } from "../../lib/testing.ts";
+import { duplexPair } from "../../lib/testing/mod.ts";
 
 export async function drive(
   // deno-lint-ignore no-explicit-any

@@ -17,7 +17,7 @@ import {
   type TransactionInput,
   type TransactionResult,
 } from "../../mod.ts";
-import type { ClientOptions } from "../../lib/client_types.ts";
+import type { ClientOptions } from "../../lib/mta/types.ts";
 
 /** The running runtime's native adapter, then node:net (when not the same). */
 export const RUNTIME: AdapterName = runtimeAdapterName();

@@ -11,7 +11,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import { annotateStreams, connectSocket, readRecording } from "../../mod.ts";
-import { replaySession } from "../../lib/replay.ts";
+import { replaySession } from "../../lib/inspect/replay.ts";
 import { type ProxyChild, runCli, startProxy } from "../helpers/proxy_child.ts";
 import {
   ensurePeers,

@@ -1,0 +1,341 @@
+/**
+ * A transparent milter proxy: bytes from the MTA go to the real filter and back unchanged, in
+ * the chunks they came in. Decoding is a tap beside the byte path: it can fail, it can be
+ * slow to be consumed, it never alters or stalls what is forwarded. When the filter is down or
+ * dies, the MTA gets the configured answer.
+ *
+ * @module
+ */
+
+import { expectsReply } from "../wire/command_bits.ts";
+import { decodeCommand } from "../wire/command_codec.ts";
+import { ConnectionClosedError } from "../wire/errors.ts";
+import type { Filter } from "../filter/filter.ts";
+import { serveConnection } from "../filter/session.ts";
+import { FrameDecoder } from "../wire/frame.ts";
+import { encodeReply } from "../wire/reply_codec.ts";
+import { decodeReply } from "../wire/reply_codec.ts";
+import type { Command, Direction, Duplex, Frame, Reply } from "../wire/types.ts";
+
+/** What the MTA is told when the real filter is down or dies. */
+export type UpstreamFailurePolicy = "tempfail" | "accept" | "reject" | "close";
+
+/**
+ * One decoded frame seen by the tap.
+ *
+ * @example
+ * ```ts
+ * import type { TapFrame } from "@milterkit/milterkit";
+ * const show = (f: TapFrame) => `${f.direction} ${"decoded" in f ? f.decoded.type : f.error}`;
+ * ```
+ */
+export type TapFrame =
+  & { readonly direction: Direction; readonly time: number; readonly frame: Frame }
+  & ({ readonly decoded: Command | Reply } | { readonly error: string });
+
+/** Options of {@link proxyConnection}. */
+export interface ProxyOptions {
+  /** Opens the connection to the real filter. */
+  readonly connectUpstream: () => Promise<Duplex & { close?(): void }>;
+  /** Answer for the MTA when the filter is down or dies (default tempfail). */
+  readonly onUpstreamFailure?: UpstreamFailurePolicy;
+  /** Every chunk forwarded, as it was forwarded (for recordings). */
+  readonly onChunk?: (direction: Direction, time: number, bytes: Uint8Array) => void;
+  /** Every frame decoded by the tap. */
+  readonly onFrame?: (frame: TapFrame) => void;
+  /** Notes: upstream failures, fallback answers, decode errors. */
+  readonly onNote?: (message: string, error?: Error) => void;
+  /** Largest frame the tap decodes (default 1 MiB); larger ones stop decoding, not forwarding. */
+  readonly maxDataSize?: number;
+  /**
+   * How long the filter may take to hang up once the MTA has gone (default 5000 ms); then the
+   * proxy closes the filter connection itself.
+   */
+  readonly closeGraceMs?: number;
+  /** Clock in ms (default `performance.now() + performance.timeOrigin`). */
+  readonly now?: () => number;
+}
+
+/** How a proxied session ended. */
+export interface ProxySummary {
+  /** Bytes forwarded per direction. */
+  readonly bytes: Readonly<Record<Direction, number>>;
+  /** Whether the proxy had to answer the MTA itself. */
+  readonly fallback: boolean;
+  /** Why the session ended: `mta` closed, `upstream` failed, or `error`. */
+  readonly end: "mta" | "upstream" | "error";
+  /** The upstream error, if any. */
+  readonly error?: Error;
+}
+
+const FINAL = new Set(["continue", "accept", "reject", "tempfail", "discard", "replycode", "skip"]);
+
+/** Follows one direction's frames without ever throwing into the byte path. */
+class Tap {
+  readonly #decoder: FrameDecoder;
+  readonly #direction: Direction;
+  readonly #onFrame: (f: TapFrame) => void;
+  broken: string | undefined;
+
+  constructor(direction: Direction, max: number, onFrame: (f: TapFrame) => void) {
+    this.#direction = direction;
+    this.#decoder = new FrameDecoder({ maxDataSize: max });
+    this.#onFrame = onFrame;
+  }
+
+  /** True when every byte seen so far belongs to a complete frame. */
+  get aligned(): boolean {
+    return this.broken === undefined && this.#decoder.buffered === 0;
+  }
+
+  feed(bytes: Uint8Array, time: number): void {
+    if (this.broken !== undefined) return;
+    let frames: Frame[];
+    try {
+      frames = this.#decoder.push(bytes);
+    } catch (e) {
+      this.broken = (e as Error).message;
+      return;
+    }
+    for (const frame of frames) {
+      try {
+        const decoded = this.#direction === "to-filter" ? decodeCommand(frame) : decodeReply(frame);
+        this.#onFrame({ direction: this.#direction, time, frame, decoded });
+      } catch (e) {
+        this.#onFrame({ direction: this.#direction, time, frame, error: (e as Error).message });
+      }
+    }
+  }
+}
+
+/** Tracks what the MTA waits for, to answer in the filter's place if it dies. */
+class Pending {
+  negotiatedProtocol: number | undefined;
+  offerVersion = 6;
+  /** Commands still waiting for their final reply, oldest first. */
+  readonly waiting: Command[] = [];
+  quit = false;
+
+  command(c: Command): void {
+    if (c.type === "optneg") {
+      this.offerVersion = c.version;
+      this.waiting.push(c);
+    } else if (c.type === "quit" || c.type === "quit_nc") {
+      this.quit = c.type === "quit";
+    } else if (expectsReply(c.type, this.negotiatedProtocol ?? 0)) this.waiting.push(c);
+  }
+
+  reply(r: Reply): void {
+    if (r.type === "optneg") {
+      this.negotiatedProtocol = r.protocol;
+      this.waiting.shift();
+    } else if (FINAL.has(r.type)) this.waiting.shift();
+  }
+}
+
+function policyReply(policy: Exclude<UpstreamFailurePolicy, "close">): Reply {
+  return { type: policy };
+}
+
+/**
+ * Relays one MTA connection to the real filter.
+ *
+ * @param mta The MTA's connection.
+ * @param options How to reach the filter, what to do when it fails, and the taps.
+ * @returns How the session ended.
+ *
+ * @example
+ * ```ts
+ * import { proxyConnection } from "@milterkit/milterkit";
+ * import { duplexPair } from "@milterkit/milterkit/testing";
+ * const [mtaEnd, proxyEnd] = duplexPair();
+ * const [filterEnd, upstreamEnd] = duplexPair();
+ * const done = proxyConnection(proxyEnd, { connectUpstream: async () => upstreamEnd });
+ * ```
+ */
+export async function proxyConnection(mta: Duplex, options: ProxyOptions): Promise<ProxySummary> {
+  const now = options.now ?? (() => performance.timeOrigin + performance.now());
+  const note = (m: string, e?: Error) => {
+    try {
+      options.onNote?.(m, e);
+    } catch { /* never let a listener break the relay */ }
+  };
+  const policy = options.onUpstreamFailure ?? "tempfail";
+  const bytes: Record<Direction, number> = { "to-filter": 0, "to-mta": 0 };
+  const pending = new Pending();
+  let waitingCommand: ((c: Command | undefined) => void) | undefined;
+  const onFrame = (f: TapFrame) => {
+    if ("decoded" in f) {
+      if (f.direction === "to-filter") {
+        const c = f.decoded as Command;
+        pending.command(c);
+        waitingCommand?.(c);
+      } else pending.reply(f.decoded as Reply);
+    }
+    try {
+      options.onFrame?.(f);
+    } catch { /* the tap never alters the path */ }
+  };
+  const max = options.maxDataSize ?? 1024 * 1024;
+  const toFilterTap = new Tap("to-filter", max, onFrame);
+  const toMtaTap = new Tap("to-mta", max, onFrame);
+
+  const alone = async (why: string, error?: Error): Promise<ProxySummary> => {
+    note(`filter unavailable (${why}); answering the MTA: ${policy}`, error);
+    if (policy === "close") {
+      await mta.writable.abort(error).catch(() => {});
+      await mta.readable.cancel().catch(() => {});
+      return { bytes, fallback: true, end: "upstream", ...(error ? { error } : {}) };
+    }
+    const answer = policy;
+    const filter: Filter = { connect: () => answer, helo: () => answer };
+    await serveConnection(mta, filter);
+    return { bytes, fallback: true, end: "upstream", ...(error ? { error } : {}) };
+  };
+
+  let upstream: Duplex & { close?(): void };
+  try {
+    upstream = await options.connectUpstream();
+  } catch (e) {
+    return await alone("cannot connect", e instanceof Error ? e : new Error(String(e)));
+  }
+
+  const mtaReader = mta.readable.getReader();
+  const mtaWriter = mta.writable.getWriter();
+  const upReader = upstream.readable.getReader();
+  const upWriter = upstream.writable.getWriter();
+  let mtaDone = false;
+  let upstreamFailed: Error | undefined;
+
+  let upstreamWritable = true;
+  const forward = async (
+    reader: ReadableStreamDefaultReader<Uint8Array>,
+    writer: WritableStreamDefaultWriter<Uint8Array>,
+    direction: Direction,
+    tap: Tap,
+  ): Promise<void> => {
+    while (true) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      const t = now();
+      bytes[direction] += value.length;
+      try {
+        options.onChunk?.(direction, t, value);
+      } catch { /* recording failures never stall the relay */ }
+      // The write starts before the tap decodes (forwarding first), and the tap sees the
+      // bytes before the write is awaited: so the tap always sees a command before the reply
+      // it causes, whatever the runtime's write latency.
+      let written: Promise<void> | undefined;
+      if (direction === "to-mta") written = writer.write(value);
+      else if (upstreamWritable) {
+        // A failed write to the filter does not stop reading the MTA: the tap must keep
+        // following its commands so the proxy can answer in the filter's place.
+        written = writer.write(value).catch((e) => {
+          upstreamWritable = false;
+          upstreamFailed ??= e instanceof Error ? e : new Error(String(e));
+        });
+      }
+      tap.feed(value, t);
+      await written;
+    }
+  };
+
+  // MTA → filter: ends when the MTA closes; then the filter's side is closed too, and if the
+  // filter has not hung up `closeGraceMs` later, the proxy drops it.
+  let graceTimer: ReturnType<typeof setTimeout> | undefined;
+  const mtaGone = () => {
+    mtaDone = true;
+    if (waitingCommand) waitingCommand(undefined);
+    graceTimer = setTimeout(() => {
+      note(`the filter did not close within ${grace} ms after the MTA left; closing it`);
+      void upReader.cancel().catch(() => {});
+      upstream.close?.();
+    }, grace);
+  };
+  const grace = options.closeGraceMs ?? 5000;
+  const fromMta = forward(mtaReader, upWriter, "to-filter", toFilterTap).then(
+    async () => {
+      mtaGone();
+      await upWriter.close().catch(() => {});
+    },
+    async (e) => {
+      mtaGone();
+      await upWriter.abort(e).catch(() => {});
+    },
+  );
+  // filter → MTA.
+  const fromFilter = forward(upReader, mtaWriter, "to-mta", toMtaTap).then(
+    () => {
+      if (!pending.quit && !mtaDone) {
+        upstreamFailed ??= new ConnectionClosedError("The filter closed the connection");
+      }
+    },
+    (e) => {
+      upstreamFailed ??= e instanceof Error ? e : new Error(String(e));
+    },
+  );
+
+  try {
+    await fromFilter;
+    if (upstreamFailed === undefined || mtaDone) {
+      await fromMta;
+      await mtaWriter.close().catch(() => {});
+      upstream.close?.();
+      return { bytes, fallback: false, end: "mta" };
+    }
+    return await answerAlone(upstreamFailed);
+  } finally {
+    clearTimeout(graceTimer);
+  }
+
+  /** The filter died while the MTA is still talking: answer in its place until QUIT or EOF. */
+  async function answerAlone(failure: Error): Promise<ProxySummary> {
+    upstream.close?.();
+    void upReader.cancel().catch(() => {});
+    if (policy === "close" || !toMtaTap.aligned || toFilterTap.broken !== undefined) {
+      note(
+        policy === "close"
+          ? "filter died mid-session; closing the MTA connection (policy close)"
+          : "filter died mid-frame; closing the MTA connection so it applies its own default action",
+        failure,
+      );
+      await mtaWriter.abort(failure).catch(() => {});
+      await mtaReader.cancel().catch(() => {});
+      await fromMta.catch(() => {});
+      return { bytes, fallback: true, end: "upstream", error: failure };
+    }
+    note(`filter died mid-session; answering the MTA: ${policy}`, failure);
+    const answer = policyReply(policy);
+    const send = async (r: Reply) => {
+      const b = encodeReply(r);
+      bytes["to-mta"] += b.length;
+      await mtaWriter.write(b);
+    };
+    const answerOne = async (c: Command) => {
+      if (c.type === "optneg") {
+        await send({ type: "optneg", version: Math.min(6, c.version), actions: 0, protocol: 0 });
+        pending.negotiatedProtocol = 0;
+      } else await send(answer);
+    };
+    const expects = (c: Command): boolean => expectsReply(c.type, pending.negotiatedProtocol ?? 0);
+    // Everything below up to the first await runs at once, so no command the tap sees from now
+    // on can slip between "what the MTA already waits for" and "what it sends next".
+    let chain = Promise.resolve();
+    let finish!: () => void;
+    const ended = new Promise<void>((resolve) => (finish = resolve));
+    const enqueue = (c: Command) => {
+      chain = chain.then(() => answerOne(c)).catch(() => finish());
+    };
+    for (const c of pending.waiting.splice(0)) enqueue(c);
+    waitingCommand = (c) => {
+      if (c === undefined || c.type === "quit") finish();
+      else if (expects(c)) enqueue(c);
+    };
+    if (mtaDone) finish();
+    await ended;
+    await chain;
+    await fromMta.catch(() => {});
+    await mtaWriter.close().catch(() => {});
+    return { bytes, fallback: true, end: "upstream", error: failure };
+  }
+}

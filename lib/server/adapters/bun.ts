@@ -1,0 +1,351 @@
+/**
+ * Socket adapter over `Bun.listen`/`Bun.connect` (TCP and Unix sockets). Per-socket state lives
+ * in `socket.data`. `socket.write` may take only part of a chunk: the rest is kept and written
+ * on `drain`. Reads pause the socket while the readable's queue is full. Sockets are half-open
+ * (`allowHalfOpen`), so the peer's FIN ends the readable without losing queued data.
+ *
+ * @module
+ */
+
+import type { SocketAddress } from "../socket_spec.ts";
+import { ConnectionClosedError } from "../../wire/errors.ts";
+import {
+  AcceptQueue,
+  closedError,
+  finishUnixListen,
+  hostOf,
+  listenError,
+  plainBytes,
+  prepareUnixPath,
+  type PushReadable,
+  pushReadable,
+  withConnectLimits,
+  WRITE_HIGH_WATER_MARK,
+} from "./_shared.ts";
+import type {
+  Connection,
+  ConnectOptions,
+  Listener,
+  ListenOptions,
+  NetworkAdapter,
+} from "./types.ts";
+
+/** The part of Bun's `Socket` this adapter uses. */
+interface BunSocket {
+  data: SocketState | undefined;
+  write(data: Uint8Array): number;
+  /** Closes both directions after flushing. */
+  end(): void;
+  /** Half-close: sends FIN, keeps reading. */
+  shutdown(halfClose?: boolean): void;
+  pause(): void;
+  resume(): void;
+  setNoDelay?(noDelay?: boolean): boolean;
+  readonly remoteAddress?: string;
+  readonly remotePort?: number;
+  readonly localAddress?: string;
+  readonly localPort?: number;
+}
+
+interface BunSocketHandler {
+  open(socket: BunSocket): void;
+  data(socket: BunSocket, data: Uint8Array): void;
+  drain(socket: BunSocket): void;
+  end(socket: BunSocket): void;
+  close(socket: BunSocket, error?: Error): void;
+  error(socket: BunSocket, error: Error): void;
+}
+
+interface BunListener {
+  readonly port?: number;
+  readonly hostname?: string;
+  stop(closeActiveConnections?: boolean): void;
+}
+
+type BunSocketOptions =
+  & { socket: BunSocketHandler; allowHalfOpen: boolean }
+  & ({ hostname: string; port: number } | { unix: string });
+
+interface BunLike {
+  listen(options: BunSocketOptions): BunListener;
+  connect(options: BunSocketOptions): Promise<BunSocket>;
+}
+
+function bun(): BunLike {
+  const b = (globalThis as unknown as { Bun?: BunLike }).Bun;
+  if (!b) throw new TypeError("The Bun adapter needs the Bun runtime (globalThis.Bun)");
+  return b;
+}
+
+interface PendingWrite {
+  readonly chunk: Uint8Array;
+  offset: number;
+  readonly resolve: () => void;
+  readonly reject: (e: Error) => void;
+}
+
+/** Everything one socket needs between Bun's callbacks, kept in `socket.data`. */
+interface SocketState {
+  readonly source: PushReadable;
+  readonly connection: Connection;
+  pending: PendingWrite | undefined;
+  failure: ConnectionClosedError | undefined;
+  closed: boolean;
+  closedLocally: boolean;
+  readDone: boolean;
+  writeDone: boolean;
+}
+
+function tcpAddress(host: string | undefined, port: number | undefined): SocketAddress | undefined {
+  return host && port !== undefined ? { transport: "tcp", hostname: host, port } : undefined;
+}
+
+function createState(socket: BunSocket, unixPath: string | undefined, isClient: boolean) {
+  const settle = () => {
+    if (state.readDone && state.writeDone && !state.closed) socket.end();
+  };
+  const closeError = () =>
+    state.failure ??
+      new ConnectionClosedError(
+        state.closedLocally ? "Connection was closed locally" : "Connection is closed",
+      );
+  const source = pushReadable({
+    pause: () => socket.pause(),
+    resume: () => socket.resume(),
+    cancel: () => {
+      // Keep draining (and dropping) what the peer sends, so it never blocks on us.
+      state.readDone = true;
+      socket.resume();
+      settle();
+    },
+  });
+  const writable = new WritableStream<Uint8Array>({
+    write(chunk) {
+      if (state.closed || state.writeDone) return Promise.reject(closeError());
+      const n = socket.write(chunk);
+      if (n === chunk.byteLength) return;
+      if (n < 0) return Promise.reject(closeError());
+      return new Promise<void>((resolve, reject) => {
+        state.pending = { chunk, offset: n, resolve, reject };
+      });
+    },
+    close() {
+      state.writeDone = true;
+      if (state.closed) return Promise.reject(closeError());
+      socket.shutdown();
+      settle();
+    },
+    abort() {
+      state.writeDone = true;
+      close();
+    },
+  }, new ByteLengthQueuingStrategy({ highWaterMark: WRITE_HIGH_WATER_MARK }));
+  const close = () => {
+    if (state.closed) return;
+    state.closedLocally = true;
+    socket.end();
+  };
+  const unix: SocketAddress | undefined = unixPath
+    ? { transport: "unix", path: unixPath }
+    : undefined;
+  const connection: Connection = {
+    readable: source.readable,
+    writable,
+    remote: unixPath
+      ? (isClient ? unix : undefined)
+      : tcpAddress(socket.remoteAddress, socket.remotePort),
+    local: unixPath
+      ? (isClient ? undefined : unix)
+      : tcpAddress(socket.localAddress, socket.localPort),
+    close,
+  };
+  const state: SocketState = {
+    source,
+    connection,
+    pending: undefined,
+    failure: undefined,
+    closed: false,
+    closedLocally: false,
+    readDone: false,
+    writeDone: false,
+  };
+  if (!unixPath) socket.setNoDelay?.(true);
+  return state;
+}
+
+function handlers(
+  unixPath: string | undefined,
+  isClient: boolean,
+  onOpen: (state: SocketState) => void,
+): BunSocketHandler {
+  return {
+    open(socket) {
+      socket.data = createState(socket, unixPath, isClient);
+      onOpen(socket.data);
+    },
+    data(socket, data) {
+      socket.data?.source.push(plainBytes(data));
+    },
+    drain(socket) {
+      const state = socket.data;
+      const p = state?.pending;
+      if (!state || !p) return;
+      const n = socket.write(p.chunk.subarray(p.offset));
+      if (n < 0) {
+        state.pending = undefined;
+        p.reject(state.failure ?? new ConnectionClosedError("Cannot write: connection is closed"));
+        return;
+      }
+      p.offset += n;
+      if (p.offset === p.chunk.byteLength) {
+        state.pending = undefined;
+        p.resolve();
+      }
+    },
+    end(socket) {
+      const state = socket.data;
+      if (!state) return;
+      state.readDone = true;
+      state.source.end();
+      if (state.writeDone && !state.closed) socket.end();
+    },
+    error(socket, error) {
+      const state = socket.data;
+      if (state) state.failure ??= closedError("reading or writing", error);
+    },
+    close(socket, error) {
+      const state = socket.data;
+      if (!state) return;
+      state.closed = true;
+      state.readDone = true;
+      if (error) state.failure ??= closedError("reading or writing", error);
+      const failure = state.failure ??
+        (state.closedLocally
+          ? new ConnectionClosedError("Connection was closed locally")
+          : undefined);
+      // Bun reports a FIN that arrives after our own shutdown as close without end.
+      if (failure) state.source.fail(failure);
+      else state.source.end();
+      const p = state.pending;
+      state.pending = undefined;
+      p?.reject(
+        failure ?? new ConnectionClosedError("Cannot write: the peer closed the connection"),
+      );
+    },
+  };
+}
+
+/**
+ * Listens with `Bun.listen` on a TCP address or a Unix socket path.
+ *
+ * @param address Where to listen; port 0 picks a free port.
+ * @param options Unix socket mode (default `0o660`) and stale file removal.
+ * @returns The listener.
+ * @throws {MilterError} The address is in use, or the path holds a file that is not a socket.
+ *
+ * @example
+ * ```ts
+ * import { listen } from "@milterkit/milterkit/bun";
+ * const listener = await listen({ transport: "tcp", hostname: "127.0.0.1", port: 0 });
+ * await listener.close();
+ * ```
+ */
+export async function listen(
+  address: SocketAddress,
+  options: ListenOptions = {},
+): Promise<Listener> {
+  const unixPath = address.transport === "unix" ? address.path : undefined;
+  if (unixPath !== undefined) await prepareUnixPath(unixPath, options);
+  const queue = new AcceptQueue<Connection>((conn) => conn.close());
+  let server: BunListener;
+  try {
+    server = bun().listen({
+      ...(address.transport === "unix"
+        ? { unix: address.path }
+        : { hostname: hostOf(address), port: address.port }),
+      allowHalfOpen: true,
+      socket: handlers(unixPath, false, (state) => queue.push(state.connection)),
+    });
+  } catch (e) {
+    throw listenError(address, e);
+  }
+  let removeFile: (() => Promise<void>) | undefined;
+  if (unixPath !== undefined) {
+    try {
+      removeFile = await finishUnixListen(unixPath, options);
+    } catch (e) {
+      server.stop(false);
+      throw listenError(address, e);
+    }
+  }
+  const bound: SocketAddress = address.transport === "unix" ? address : {
+    transport: "tcp",
+    hostname: server.hostname ?? hostOf(address),
+    port: server.port ?? address.port,
+  };
+  let closing = false;
+  return {
+    address: bound,
+    close: async () => {
+      if (closing) return;
+      closing = true;
+      queue.end();
+      server.stop(false);
+      await removeFile?.();
+    },
+    [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
+  };
+}
+
+/**
+ * Connects with `Bun.connect` to a TCP address or a Unix socket path.
+ *
+ * @param address Where to connect.
+ * @param options Abort signal and timeout.
+ * @returns The connection.
+ * @throws {ConnectionClosedError} The connection was refused, naming the address.
+ * @throws {MilterTimeoutError} No answer within `timeoutMs`.
+ *
+ * @example
+ * ```ts
+ * import { connect, listen } from "@milterkit/milterkit/bun";
+ * const listener = await listen({ transport: "tcp", hostname: "127.0.0.1", port: 0 });
+ * const conn = await connect(listener.address);
+ * conn.close();
+ * await listener.close();
+ * ```
+ */
+export async function connect(
+  address: SocketAddress,
+  options: ConnectOptions = {},
+): Promise<Connection> {
+  const unixPath = address.transport === "unix" ? address.path : undefined;
+  const socket = await withConnectLimits(
+    address,
+    options,
+    () =>
+      bun().connect({
+        ...(address.transport === "unix"
+          ? { unix: address.path }
+          : { hostname: hostOf(address), port: address.port }),
+        allowHalfOpen: true,
+        socket: handlers(unixPath, true, () => {}),
+      }),
+    (late) => late.end(),
+  );
+  const state = socket.data;
+  if (!state) throw new ConnectionClosedError(`Connection to ${address.transport} closed at once`);
+  return state.connection;
+}
+
+/**
+ * The Bun adapter as a {@link NetworkAdapter}.
+ *
+ * @example
+ * ```ts
+ * import { bunAdapter } from "@milterkit/milterkit/bun";
+ * const listener = await bunAdapter.listen({ transport: "tcp", hostname: "127.0.0.1", port: 0 });
+ * await listener.close();
+ * ```
+ */
+export const bunAdapter: NetworkAdapter = { name: "bun", listen, connect };

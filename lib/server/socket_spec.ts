@@ -1,0 +1,220 @@
+/**
+ * Socket specs as Postfix and Sendmail write them (`inet:8890@127.0.0.1`, `inet:host:8890`,
+ * `inet6:8890@[::1]`, `unix:/run/milter.sock`), parsed into plain {@link SocketAddress} data.
+ * Pure: no sockets, no file system.
+ *
+ * @module
+ */
+
+import { MilterError } from "../wire/errors.ts";
+
+/**
+ * Where to listen or connect: a TCP host and port, or a Unix socket path.
+ *
+ * @example
+ * ```ts
+ * import type { SocketAddress } from "@milterkit/milterkit";
+ * const tcp: SocketAddress = { transport: "tcp", hostname: "127.0.0.1", port: 8890 };
+ * const unix: SocketAddress = { transport: "unix", path: "/run/milter.sock" };
+ * ```
+ */
+export type SocketAddress =
+  | { readonly transport: "tcp"; readonly hostname: string; readonly port: number }
+  | { readonly transport: "unix"; readonly path: string };
+
+/** What was wrong with a socket spec. */
+export type SocketSpecProblem = "empty" | "scheme" | "port" | "host" | "path";
+
+/**
+ * A socket spec that cannot be parsed: an unknown scheme, a bad port, a missing host or path.
+ *
+ * @example
+ * ```ts
+ * import { parseSocketSpec, SocketSpecError } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * assert.throws(() => parseSocketSpec("inet:99999@127.0.0.1"), SocketSpecError);
+ * ```
+ */
+export class SocketSpecError extends MilterError {
+  /** The spec as given. */
+  readonly spec: string;
+  /** Which part is wrong. */
+  readonly problem: SocketSpecProblem;
+
+  /**
+   * Creates the error.
+   *
+   * @param message What is wrong, naming the part.
+   * @param spec The spec as given.
+   * @param problem Which part is wrong.
+   */
+  constructor(message: string, spec: string, problem: SocketSpecProblem) {
+    super(message);
+    this.name = "SocketSpecError";
+    this.spec = spec;
+    this.problem = problem;
+  }
+}
+
+const LOOPBACK4 = "127.0.0.1";
+const LOOPBACK6 = "::1";
+
+function fail(spec: string, problem: SocketSpecProblem, detail: string): never {
+  throw new SocketSpecError(
+    `Invalid socket spec ${JSON.stringify(spec)}: ${detail}`,
+    spec,
+    problem,
+  );
+}
+
+function parsePort(spec: string, text: string): number {
+  if (!/^[0-9]{1,5}$/.test(text)) {
+    fail(spec, "port", `port ${JSON.stringify(text)} is not a number from 0 to 65535`);
+  }
+  const port = Number(text);
+  if (port > 65535) fail(spec, "port", `port ${port} is out of range 0..65535`);
+  return port;
+}
+
+function parseHost(spec: string, text: string): string {
+  const host = text.startsWith("[") && text.endsWith("]") ? text.slice(1, -1) : text;
+  if (host === "") fail(spec, "host", "host is empty");
+  if (/[\s[\]@/]/.test(host)) fail(spec, "host", `host ${JSON.stringify(text)} is not valid`);
+  return host;
+}
+
+/** Splits `HOST:PORT` or `[V6]:PORT` (Postfix) at the port's colon. */
+function splitHostPort(spec: string, text: string): [host: string, port: string] {
+  if (text.startsWith("[")) {
+    const end = text.indexOf("]");
+    if (end < 0 || text[end + 1] !== ":") {
+      fail(spec, "host", `expected "[ADDRESS]:PORT", got ${JSON.stringify(text)}`);
+    }
+    return [text.slice(0, end + 1), text.slice(end + 2)];
+  }
+  const colon = text.lastIndexOf(":");
+  if (colon < 0) fail(spec, "port", `port is missing in ${JSON.stringify(text)}`);
+  const host = text.slice(0, colon);
+  if (host.includes(":")) {
+    fail(spec, "host", `an IPv6 address needs brackets or "PORT@HOST": ${JSON.stringify(text)}`);
+  }
+  return [host, text.slice(colon + 1)];
+}
+
+function tcp(spec: string, rest: string, v6: boolean): SocketAddress {
+  if (rest === "") fail(spec, "port", "port is missing");
+  const at = rest.lastIndexOf("@");
+  let hostText: string | undefined;
+  let portText: string;
+  if (at >= 0) {
+    // Sendmail/libmilter: PORT@HOST
+    portText = rest.slice(0, at);
+    hostText = rest.slice(at + 1);
+    if (hostText === "") fail(spec, "host", 'host after "@" is empty');
+  } else if (/^[0-9]+$/.test(rest)) {
+    portText = rest;
+  } else {
+    // Postfix: HOST:PORT or [HOST]:PORT
+    [hostText, portText] = splitHostPort(spec, rest);
+  }
+  const port = parsePort(spec, portText);
+  const hostname = hostText === undefined
+    ? (v6 ? LOOPBACK6 : LOOPBACK4)
+    : parseHost(spec, hostText);
+  return { transport: "tcp", hostname, port };
+}
+
+function unix(spec: string, path: string): SocketAddress {
+  if (path === "") fail(spec, "path", "path is missing");
+  if (path.includes("\0")) fail(spec, "path", "path contains a NUL byte");
+  return { transport: "unix", path };
+}
+
+/**
+ * Parses a socket spec as written in Postfix's `smtpd_milters` or Sendmail's `X` line
+ * (`S=`): `inet:PORT@HOST`, `inet:HOST:PORT`, `inet6:PORT@HOST` (HOST may be `[::1]` or `::1`),
+ * `inet:PORT` (loopback; `inet6:PORT` gives `::1`), `unix:PATH`, `local:PATH`, and the
+ * scheme-less `HOST:PORT`, `[::1]:PORT` and `/absolute/path`.
+ *
+ * @param spec The spec text; surrounding whitespace is ignored.
+ * @returns The address it names.
+ * @throws {SocketSpecError} Unknown scheme, port outside 0..65535, empty host or path.
+ *
+ * @example
+ * ```ts
+ * import { parseSocketSpec } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(parseSocketSpec("inet:8890@127.0.0.1"),
+ *   { transport: "tcp", hostname: "127.0.0.1", port: 8890 });
+ * assert.deepEqual(parseSocketSpec("unix:/run/milter.sock"),
+ *   { transport: "unix", path: "/run/milter.sock" });
+ * ```
+ */
+export function parseSocketSpec(spec: string): SocketAddress {
+  const text = spec.trim();
+  if (text === "") fail(spec, "empty", "spec is empty");
+  if (text.startsWith("/")) return unix(spec, text);
+  if (text.startsWith("[")) return tcp(spec, text, true);
+  const colon = text.indexOf(":");
+  if (colon < 0) {
+    fail(spec, "scheme", 'expected "inet:", "inet6:", "unix:", "local:" or "HOST:PORT"');
+  }
+  const scheme = text.slice(0, colon).toLowerCase();
+  const rest = text.slice(colon + 1);
+  switch (scheme) {
+    case "inet":
+      return tcp(spec, rest, false);
+    case "inet6":
+      return tcp(spec, rest, true);
+    case "unix":
+    case "local":
+      return unix(spec, rest);
+  }
+  if (/^[0-9]+$/.test(rest) && !scheme.includes("@")) {
+    // Bare HOST:PORT, as Postfix accepts it.
+    return tcp(spec, text, false);
+  }
+  return fail(
+    spec,
+    "scheme",
+    `unknown scheme ${JSON.stringify(scheme)}, expected "inet", "inet6", "unix" or "local"`,
+  );
+}
+
+/** Options of {@link formatSocketSpec}. */
+export interface FormatSocketSpecOptions {
+  /**
+   * `"sendmail"` (default) writes `inet:PORT@HOST` / `inet6:PORT@HOST`, as libmilter and
+   * Sendmail's `S=` do; `"postfix"` writes `inet:HOST:PORT` / `inet:[::1]:PORT` for
+   * `smtpd_milters`.
+   */
+  readonly style?: "sendmail" | "postfix";
+}
+
+/**
+ * Writes an address as a socket spec that {@link parseSocketSpec} reads back to the same address.
+ *
+ * @param address The address.
+ * @param options Which MTA's spelling to use.
+ * @returns The spec, e.g. `inet:8890@127.0.0.1` or `unix:/run/milter.sock`.
+ *
+ * @example
+ * ```ts
+ * import { formatSocketSpec } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * const addr = { transport: "tcp", hostname: "::1", port: 8890 } as const;
+ * assert.equal(formatSocketSpec(addr), "inet6:8890@::1");
+ * assert.equal(formatSocketSpec(addr, { style: "postfix" }), "inet:[::1]:8890");
+ * ```
+ */
+export function formatSocketSpec(
+  address: SocketAddress,
+  options: FormatSocketSpecOptions = {},
+): string {
+  if (address.transport === "unix") return `unix:${address.path}`;
+  const v6 = address.hostname.includes(":");
+  if (options.style === "postfix") {
+    return `inet:${v6 ? `[${address.hostname}]` : address.hostname}:${address.port}`;
+  }
+  return `${v6 ? "inet6" : "inet"}:${address.port}@${address.hostname}`;
+}

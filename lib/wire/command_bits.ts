@@ -1,0 +1,97 @@
+/**
+ * Which protocol bits concern which command, and which action each modification needs: the
+ * tables the filter engine, the MTA engine, the proxy and the annotator all consult.
+ *
+ * @module
+ */
+
+import type { CommandType, ReplyType } from "./types.ts";
+import { SMFIF, SMFIP } from "./constants.ts";
+
+/**
+ * The `SMFIP_NO*` bit that switches a command off, per command type.
+ *
+ * @example
+ * ```ts
+ * import { NO_EVENT_BIT, SMFIP } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * assert.equal(NO_EVENT_BIT.header, SMFIP.NOHDRS);
+ * ```
+ */
+export const NO_EVENT_BIT: Readonly<Partial<Record<CommandType, number>>> = {
+  connect: SMFIP.NOCONNECT,
+  helo: SMFIP.NOHELO,
+  mail: SMFIP.NOMAIL,
+  rcpt: SMFIP.NORCPT,
+  data: SMFIP.NODATA,
+  header: SMFIP.NOHDRS,
+  eoh: SMFIP.NOEOH,
+  body: SMFIP.NOBODY,
+  unknown: SMFIP.NOUNKNOWN,
+};
+
+/**
+ * The `SMFIP_NR_*` bit that makes a command go unanswered, per command type. Commands missing
+ * here are either never answered (abort, macro, quit) or always answered (optneg, eom).
+ *
+ * @example
+ * ```ts
+ * import { NO_REPLY_BIT, SMFIP } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * assert.equal(NO_REPLY_BIT.rcpt, SMFIP.NR_RCPT);
+ * ```
+ */
+export const NO_REPLY_BIT: Readonly<Partial<Record<CommandType, number>>> = {
+  connect: SMFIP.NR_CONN,
+  helo: SMFIP.NR_HELO,
+  mail: SMFIP.NR_MAIL,
+  rcpt: SMFIP.NR_RCPT,
+  data: SMFIP.NR_DATA,
+  header: SMFIP.NR_HDR,
+  eoh: SMFIP.NR_EOH,
+  body: SMFIP.NR_BODY,
+  unknown: SMFIP.NR_UNKN,
+};
+
+/**
+ * Whether the MTA waits for an answer to a command under the negotiated protocol bits.
+ *
+ * @param type The command type.
+ * @param protocol The negotiated `SMFIP_*` word.
+ * @returns True for optneg and eom, false for abort/macro/quit/quit_nc/raw, else by NR bit.
+ *
+ * @example
+ * ```ts
+ * import { expectsReply, SMFIP } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * assert.equal(expectsReply("header", SMFIP.NR_HDR), false);
+ * assert.equal(expectsReply("eom", 0x1fffff), true);
+ * ```
+ */
+export function expectsReply(type: CommandType, protocol: number): boolean {
+  if (type === "optneg" || type === "eom") return true;
+  const bit = NO_REPLY_BIT[type];
+  return bit !== undefined && (protocol & bit) === 0;
+}
+
+/**
+ * The `SMFIF_*` action bit each modification response needs.
+ *
+ * @example
+ * ```ts
+ * import { MODIFICATION_ACTION, SMFIF } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * assert.equal(MODIFICATION_ACTION.insheader, SMFIF.ADDHDRS);
+ * ```
+ */
+export const MODIFICATION_ACTION: Readonly<Partial<Record<ReplyType, number>>> = {
+  addheader: SMFIF.ADDHDRS,
+  insheader: SMFIF.ADDHDRS,
+  chgheader: SMFIF.CHGHDRS,
+  replbody: SMFIF.CHGBODY,
+  addrcpt: SMFIF.ADDRCPT,
+  delrcpt: SMFIF.DELRCPT,
+  "addrcpt_par": SMFIF.ADDRCPT_PAR,
+  chgfrom: SMFIF.CHGFROM,
+  quarantine: SMFIF.QUARANTINE,
+};
