@@ -35,6 +35,7 @@ export * from "./lib/server/metrics.ts";
 export * from "./lib/server/logging_filter.ts";
 export * from "./lib/inspect/capture/pcap.ts";
 export * from "./lib/inspect/capture/tcp.ts";
+export * from "./lib/inspect/capture/sniff.ts";
 export * from "./lib/inspect/annotate/annotator.ts";
 export * from "./lib/inspect/annotate/check.ts";
 export * from "./lib/inspect/annotate/feed.ts";

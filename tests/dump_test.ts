@@ -1,13 +1,18 @@
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { dumpCommand } from "../lib/cli/dump.ts";
 import { type CliIo, EXIT, UsageError } from "../lib/cli/types.ts";
-import { RecordingWriter } from "../lib/inspect/recording.ts";
-import { encodeCommand } from "../lib/wire/command_codec.ts";
-import { encodeReply } from "../lib/wire/reply_codec.ts";
+import { mailRecording } from "./helpers/recordings.ts";
 import { conversationSegments, type LogSeg, packet, pcapngFile } from "./helpers/pcap_build.ts";
 
 const rootUrl = new URL("./data/captures/", import.meta.url);
@@ -247,19 +252,10 @@ describe("milterkit dump on other inputs", () => {
   });
 
   it("reads a proxy recording, and --check fails on a broken session", async () => {
-    const lines: string[] = [];
-    const w = new RecordingWriter((l) => lines.push(l));
-    w.start("c7", { mta: "10.0.0.1:4000", filter: "10.0.0.2:9000" });
-    w.data(
-      "c7",
-      "to-filter",
-      encodeCommand({ type: "optneg", version: 6, actions: 0x1ff, protocol: 0x1fffff }),
-    );
-    w.data("c7", "to-mta", encodeReply({ type: "optneg", version: 6, actions: 1, protocol: 0 }));
-    w.data("c7", "to-filter", encodeCommand({ type: "mail", sender: "<x@y>", args: [] }));
-    w.data("c7", "to-mta", encodeReply({ type: "addheader", name: "X", value: "1" }));
-    w.data("c7", "to-mta", encodeReply({ type: "continue" }));
-    w.end("c7");
+    const lines = mailRecording("c7", { mta: "10.0.0.1:4000", filter: "10.0.0.2:9000" }, [
+      { type: "addheader", name: "X", value: "1" },
+      { type: "continue" },
+    ]);
     const f = join(tmp, "rec.jsonl");
     writeFileSync(f, lines.join("\n") + "\n");
     const [s] = await json([f]);
@@ -284,8 +280,83 @@ describe("milterkit dump on other inputs", () => {
     assert.equal(r.code, EXIT.FAILURE);
     assert.match(
       r.err,
-      /CaptureFormatError: Truncated pcap file header: 6 of 24 bytes at offset 0/,
+      /^milterkit dump: \S+bad\.pcap: Truncated pcap file header: 6 of 24 bytes at offset 0\n$/,
     );
+  });
+});
+
+/** Deterministic pseudo-random bytes (xorshift32). */
+function noise(n: number, seed: number): Uint8Array {
+  const out = new Uint8Array(n);
+  let x = seed || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+describe("milterkit dump refuses what is not a capture", () => {
+  const pcap = readFileSync(`${root}postfix-libmilter.pcap`);
+  const inputs: [string, Uint8Array | number][] = [
+    ["README.md", readFileSync(new URL("../README.md", import.meta.url))],
+    ["empty", new Uint8Array(0)],
+    ["one-byte", new Uint8Array([0x4f])],
+    ["zeros-64k", new Uint8Array(65536)],
+    ["zeros-1g", 1024 ** 3],
+    ["cut-3.pcap", pcap.subarray(0, 3)],
+    ["json.jsonl", new TextEncoder().encode('{"hello":"world"}\n{"x":1}\n')],
+    ["null.jsonl", new TextEncoder().encode("null\n")],
+    ["html", new TextEncoder().encode("<!doctype html><title>x</title>")],
+  ];
+  for (let bit = 0; bit < 32; bit += 5) {
+    const flipped = new Uint8Array(pcap);
+    flipped[bit >> 3]! ^= 1 << (bit & 7);
+    inputs.push([`flipped-bit-${bit}.pcap`, flipped]);
+  }
+  for (const [seed, size] of [[1, 1], [2, 7], [3, 100], [4, 4096], [5, 65536], [6, 300000]]) {
+    inputs.push([`random-${seed}.bin`, noise(size!, seed!)]);
+  }
+  for (const [name, content] of inputs) {
+    it(`${name}: exit 1, one line on stderr, nothing on stdout`, async () => {
+      const f = join(tmp, `refuse-${name}`);
+      if (typeof content === "number") {
+        writeFileSync(f, "");
+        truncateSync(f, content); // sparse: a gigabyte of zeros without writing one
+      } else writeFileSync(f, content);
+      const r = await dump([f]);
+      assert.equal(r.code, EXIT.FAILURE);
+      assert.equal(r.out, "");
+      assert.match(r.err, /^milterkit dump: [^\n]+\n$/);
+      assert.ok(r.err.startsWith(`milterkit dump: ${f}: `), r.err);
+      assert.doesNotMatch(r.err, /Error:|at .*:\d+:\d+/);
+      rmSync(f);
+    });
+  }
+
+  it("a refused file does not stop the others", async () => {
+    const f = join(tmp, "refuse-then-read");
+    writeFileSync(f, noise(1000, 9));
+    const r = await dump([f, `${root}postfix-libmilter.pcap`, "--json"]);
+    assert.equal(r.code, EXIT.FAILURE);
+    assert.equal(r.err.split("\n").length, 2);
+    assert.equal(JSON.parse(r.out.split("\n")[0]!).id, "postfix-libmilter.pcap#s0");
+  });
+
+  it("skips damaged lines of a recording (null, arrays, numbers, cut JSON) with a note", async () => {
+    const lines = mailRecording("c1", {}, [{ type: "replycode", text: "550 5.7.1 no" }]);
+    const damaged = [lines[0]!, "null", lines[1]!, "[1,2]", "42", lines[2]!, '"text"']
+      .concat(lines.slice(3), ['{"type":"data","session":"c1"'])
+      .join("\n");
+    const f = join(tmp, "damaged.jsonl");
+    writeFileSync(f, damaged + "\n");
+    const [s] = await json([f]);
+    assert.equal(s.messages[0].outcome.kind, "reject");
+    const notes = s.notes.join("\n");
+    for (const n of [2, 4, 5, 7]) assert.match(notes, new RegExp(`Line ${n} is not a JSON object`));
+    assert.match(notes, /is not complete JSON/);
   });
 });
 

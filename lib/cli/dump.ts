@@ -6,16 +6,17 @@
  * @module
  */
 
-import { readFile, stat } from "node:fs/promises";
+import { open, readFile, stat } from "node:fs/promises";
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { annotateStreams, type StreamPair } from "../inspect/annotate/feed.ts";
 import type { Outcome } from "../inspect/annotate/annotator.ts";
 import { FrameDecoder } from "../wire/frame.ts";
 import { connect } from "../server/net.ts";
-import { captureKind, readCapture } from "../inspect/capture/pcap.ts";
+import { readCapture } from "../inspect/capture/pcap.ts";
+import { SNIFF_BYTES, sniffInput } from "../inspect/capture/sniff.ts";
 import { renderReplay, replaySession } from "../inspect/replay.ts";
-import { isRecording, readRecording, readSegmentLog } from "../inspect/recording.ts";
+import { readRecording, readSegmentLog } from "../inspect/recording.ts";
 import { findMilterConversations, looksLikeMtaStream } from "../inspect/capture/tcp.ts";
 import { renderTimeline, type SessionReport, sessionToJson } from "../inspect/timeline.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
@@ -33,6 +34,9 @@ FILE can be (detected by content, several may be given):
   X.to-filter.bin / X.to-mta.bin byte streams (the sibling file is found
     automatically); a single stream file alone, its direction guessed
   a per-segment .jsonl log ({"t","dir","len","hex"} per line)
+Anything else (text, an empty file, random bytes, a damaged capture header)
+is refused with one line on stderr and exit 1; damaged lines of a recording
+are skipped with a note.
 
 Options:
       --json            one JSON object per session and line instead of text
@@ -94,17 +98,42 @@ function report(
   };
 }
 
+/** The first {@link SNIFF_BYTES} of a file and its size. */
+async function head(file: string): Promise<{ head: Uint8Array; size: number }> {
+  const fh = await open(file, "r");
+  try {
+    const size = (await fh.stat()).size;
+    const buf = new Uint8Array(Math.min(size, SNIFF_BYTES));
+    let got = 0;
+    while (got < buf.length) {
+      const { bytesRead } = await fh.read(buf, got, buf.length - got, got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return { head: buf.subarray(0, got), size };
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Reads one FILE into session reports; `seen` avoids dumping a .bin pair twice. */
 async function load(file: string, seen: Set<string>): Promise<SessionReport[]> {
   const name = basename(file);
-  const bin = /^(.*)\.(to-filter|to-mta)\.bin$/.exec(file);
+  const sniffed = await head(file);
+  const kind = sniffInput(sniffed.head, sniffed.size);
+  const bin = kind === "stream" ? /^(.*)\.(to-filter|to-mta)\.bin$/.exec(file) : null;
   if (bin) {
     const [, stem, dir] = bin;
     if (seen.has(stem!)) return [];
     seen.add(stem!);
     const other = `${stem}.${dir === "to-filter" ? "to-mta" : "to-filter"}.bin`;
     const mine = new Uint8Array(await readFile(file));
-    const theirs = (await exists(other)) ? new Uint8Array(await readFile(other)) : undefined;
+    let theirs = (await exists(other)) ? new Uint8Array(await readFile(other)) : undefined;
+    if (
+      theirs !== undefined && theirs.length > 0 && sniffInput(theirs, theirs.length) !== "stream"
+    ) {
+      theirs = undefined;
+    }
     const notes = theirs ? [] : [`Only the ${dir} direction (${basename(other)} not found)`];
     const empty = new Uint8Array(0);
     const pair = dir === "to-filter"
@@ -113,7 +142,7 @@ async function load(file: string, seen: Set<string>): Promise<SessionReport[]> {
     return [report(basename(stem!), pair, { notes })];
   }
   const bytes = new Uint8Array(await readFile(file));
-  if (captureKind(bytes) !== undefined) {
+  if (kind === "pcap" || kind === "pcapng") {
     const capture = readCapture(bytes);
     const convs = findMilterConversations(capture.packets);
     return convs.map((c, i) =>
@@ -124,8 +153,7 @@ async function load(file: string, seen: Set<string>): Promise<SessionReport[]> {
       })
     );
   }
-  const head = new TextDecoder().decode(bytes.subarray(0, 256));
-  if (isRecording(head)) {
+  if (kind === "recording") {
     const rec = readRecording(new TextDecoder().decode(bytes));
     return rec.sessions.map((s, i) =>
       report(`${name}#${s.id}`, s, {
@@ -139,7 +167,7 @@ async function load(file: string, seen: Set<string>): Promise<SessionReport[]> {
       })
     );
   }
-  if (/^\s*\{/.test(head) && /"dir"\s*:/.test(head)) {
+  if (kind === "segment-log") {
     const log = readSegmentLog(new TextDecoder().decode(bytes));
     return [report(name.replace(/\.jsonl$/, ""), log, { notes: log.notes })];
   }
@@ -226,6 +254,16 @@ async function replay(
   return report.identical ? EXIT.OK : EXIT.FAILURE;
 }
 
+/** One line for a file that could not be read: the message, no class name or stack. */
+function describeError(e: unknown): string {
+  if (!(e instanceof Error)) return String(e);
+  const code = (e as { code?: unknown }).code;
+  if (code === "ENOENT") return "no such file";
+  if (code === "EISDIR") return "is a directory, not a file";
+  if (code === "EACCES") return "permission denied";
+  return e.message.split("\n")[0]!;
+}
+
 /** `milterkit dump`. */
 export const dumpCommand: Subcommand = {
   name: "dump",
@@ -286,10 +324,7 @@ export const dumpCommand: Subcommand = {
       try {
         reports = await load(file, seen);
       } catch (e) {
-        const err = e instanceof Error ? e : new Error(String(e));
-        io.stderr(
-          `milterkit dump: ${file}: ${err.name === "Error" ? "" : `${err.name}: `}${err.message}\n`,
-        );
+        io.stderr(`milterkit dump: ${file}: ${describeError(e)}\n`);
         failed = true;
         continue;
       }

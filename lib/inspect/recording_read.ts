@@ -164,6 +164,10 @@ export function readRecording(input: string | Iterable<string>): Recording {
       notes.push(`Line ${i + 1} is not complete JSON and was skipped`);
       continue;
     }
+    if (o === null || typeof o !== "object" || Array.isArray(o)) {
+      notes.push(`Line ${i + 1} is not a JSON object and was skipped`);
+      continue;
+    }
     const t = typeof o.t === "number" ? o.t : undefined;
     if (typeof o.session !== "string") {
       if (o.type === "note") notes.push(String(o.text));
@@ -253,7 +257,7 @@ export function readSegmentLog(
     if (line === "") continue;
     let o: { t?: unknown; dir?: unknown; hex?: unknown; eof?: unknown };
     try {
-      o = JSON.parse(line);
+      o = JSON.parse(line) ?? {};
     } catch {
       if (i >= lines.length - 2) {
         notes.push(`Line ${i + 1} is not complete JSON and was skipped`);
