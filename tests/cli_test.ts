@@ -7,6 +7,23 @@ import { main } from "../lib/cli/main.ts";
 import { VERSION } from "../lib/cli/version.ts";
 import { fakeIo } from "./helpers/fake_io.ts";
 
+const MESSAGE = "Subject: hi\r\nTo: bob@example.test\r\n\r\nbody\r\n";
+
+/** Runs `milterkit send ARGS --json` against `filter` served on loopback. */
+async function sendThrough(
+  filter: Parameters<typeof listen>[1],
+  args: string[],
+  options: Parameters<typeof listen>[2] = {},
+) {
+  const server = await listen("inet:0@127.0.0.1", filter, options);
+  const io = fakeIo(MESSAGE);
+  const spec = formatSocketSpec(server.address);
+  const code = await main(["send", "-c", spec, ...args, "--json"], io, COMMANDS);
+  const connections = server.metrics.connections;
+  await server.stop({ graceMs: 0 });
+  return { code, io, connections, r: JSON.parse(io.out() || "null") };
+}
+
 describe("milterkit command line", () => {
   it("prints the overview with every subcommand for --help, and exits 2 without arguments", async () => {
     const io = fakeIo();
@@ -111,24 +128,15 @@ describe("milterkit command line", () => {
 
   it("send --count 2 --quit-nc runs two SMTP sessions on one filter connection", async () => {
     const connects: string[] = [];
-    const server = await listen(
-      "inet:0@127.0.0.1",
+    const { code, io, connections, r } = await sendThrough(
       defineFilter({
         actions: ["addHeader"],
         connect: (info) => void connects.push(info.hostname),
         eom: (ctx) => ctx.addHeader("X-Message", String(ctx.messageNumber)),
       }),
+      ["--count", "2", "--quit-nc", "-"],
     );
-    const io = fakeIo("Subject: hi\r\nTo: bob@example.test\r\n\r\nbody\r\n");
-    const code = await main(
-      ["send", "-c", formatSocketSpec(server.address), "--count", "2", "--quit-nc", "--json", "-"],
-      io,
-      COMMANDS,
-    );
-    const connections = server.metrics.connections;
-    await server.stop({ graceMs: 1000 });
     assert.equal(code, 0, io.err());
-    const r = JSON.parse(io.out());
     assert.equal(r.transactions.length, 2);
     assert.equal(connections, 1, "one socket");
     assert.deepEqual(connects, ["[127.0.0.1]", "[127.0.0.1]"], "CONNECT again after QUIT_NC");
@@ -136,5 +144,45 @@ describe("milterkit command line", () => {
     for (const t of r.transactions) {
       assert.deepEqual(t.modifications, [{ type: "addheader", name: "X-Message", value: "1" }]);
     }
+  });
+
+  it("send --quit-nc after an accepted message opens a new connection instead of QUIT_NC", async () => {
+    const seen: string[] = [];
+    const { code, io, connections, r } = await sendThrough(
+      defineFilter({
+        connect: () => void seen.push("connect"),
+        eom: () => "accept",
+        close: () => void seen.push("close"),
+      }),
+      ["--count", "2", "--quit-nc"],
+    );
+    assert.equal(code, 0, io.err());
+    assert.equal(r.transactions.length, 2);
+    assert.equal(r.transactions[0].session, undefined);
+    assert.deepEqual(r.transactions[1].session, { how: "reconnect", after: "accept at eom" });
+    assert.equal(connections, 2, "a second socket, as libmilter would ignore QUIT_NC here");
+    assert.deepEqual(seen, ["connect", "close", "connect", "close"]);
+  });
+
+  it("send keeps the finished transactions when a later one fails: JSON printed, exit 1", async () => {
+    let n = 0;
+    const { code, io, r } = await sendThrough(
+      defineFilter({
+        actions: ["addHeader"],
+        // The second message's MAIL never gets an answer.
+        envfrom: () => ++n === 1 ? undefined : new Promise<void>(() => {}),
+        eom: (ctx) => ctx.addHeader("X-N", "1"),
+      }),
+      ["--count", "3", "--timeout", "300"],
+      { handlerTimeoutMs: 60_000 },
+    );
+    assert.equal(code, 1);
+    assert.equal(r.transactions.length, 1, "the finished transaction is kept");
+    assert.deepEqual(r.transactions[0].modifications, [
+      { type: "addheader", name: "X-N", value: "1" },
+    ]);
+    assert.match(r.error, /300 ms/);
+    assert.match(io.err(), /^milterkit send: .*300 ms/);
+    assert.doesNotMatch(io.err(), /Error:/);
   });
 });

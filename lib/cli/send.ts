@@ -7,12 +7,13 @@
 
 import { parseArgs } from "node:util";
 import { MilterClient } from "../mta/client.ts";
-import { endSession, newSession, runTransaction } from "../mta/transaction.ts";
+import { endSession, newSession, quitNcAllowedAfter, runTransaction } from "../mta/transaction.ts";
 import type { MacroInput, TransactionInput, TransactionResult } from "../mta/types.ts";
 import { messageDiff } from "../mail/diff.ts";
 import { serializeMessage } from "../mail/message.ts";
 import type { MacroStageLetter } from "../mta/presets.ts";
 import { connect } from "../server/net.ts";
+import type { Connection } from "../server/adapters/types.ts";
 import { decodeText, displayText } from "../wire/text.ts";
 import type { Modification, Reply } from "../wire/types.ts";
 import { ACTION_NAMES, flagNames, PROTOCOL_NAMES } from "../wire/constants.ts";
@@ -46,7 +47,10 @@ Options:
       --protocol HEX         offered SMFIP_* bits (default 0x1fffff)
       --count N              send the message N times on one connection (default 1)
       --quit-nc              between the copies, end the SMTP session with QUIT_NC
-                             and start a new one on the same connection
+                             and start a new one on the same connection; where
+                             libmilter would ignore QUIT_NC (after an end of message
+                             not answered with continue) a new connection is opened,
+                             as Postfix and Sendmail do for every SMTP session
       --timeout MS           per-reply timeout (default 30000)
       --json                 print one JSON document instead of text
   -h, --help                 show this help
@@ -146,6 +150,18 @@ function describeModification(m: Modification): string {
     case "quarantine":
       return `quarantine: ${m.reason}`;
   }
+}
+
+/** How an SMTP session after the first began with --quit-nc. */
+interface SessionStart {
+  /** QUIT_NC on the same connection, or a new connection (QUIT, connect, OPTNEG). */
+  readonly how: "quit_nc" | "reconnect";
+  /** The previous transaction's verdict that made QUIT_NC unusable. */
+  readonly after?: string;
+}
+
+function errorText(e: Error): string {
+  return e.message;
 }
 
 function exitFor(r: TransactionResult): number {
@@ -264,43 +280,71 @@ export const sendCommand: Subcommand = {
     const ip = values["client-ip"]!;
     const family = ip.includes(":") ? "inet6" as const : "inet" as const;
 
-    const conn = await connect(values.connect, { timeoutMs: timeout });
+    const clientOptions = {
+      preset: (values.mta === "postfix" ? "postfix" : values.mta) as "postfix",
+      commandTimeoutMs: timeout,
+      ...(version === undefined ? {} : { version }),
+      ...(values.actions === undefined ? {} : { actions: hex("actions", values.actions) }),
+      ...(values.protocol === undefined ? {} : { protocol: hex("protocol", values.protocol) }),
+    };
+    const tx: TransactionInput = {
+      connect: { hostname: values["client-name"] ?? `[${ip}]`, family, address: ip, port },
+      helo: values.helo!,
+      from: from.address,
+      fromArgs: from.args,
+      rcpts: rcpts.map((r) => ({ recipient: r.address, args: r.args })),
+      message,
+      macros: parseMacros(values.macro!),
+      defaultMacros: !values["no-default-macros"],
+    };
+    const quitNc = values["quit-nc"]!;
     const results: TransactionResult[] = [];
-    let client: MilterClient | undefined;
+    /** How each SMTP session after the first began (--quit-nc), by transaction index. */
+    const starts = new Map<number, SessionStart>();
+    let first: MilterClient | undefined;
+    let failure: Error | undefined;
+    let open: { conn: Connection; client?: MilterClient } | undefined;
+    const dial = async () => {
+      open = { conn: await connect(values.connect!, { timeoutMs: timeout }) };
+      open.client = await MilterClient.open(open.conn, clientOptions);
+      first ??= open.client;
+      return open.client;
+    };
+    const hangUp = async () => {
+      if (open?.client) await endSession(open.client);
+      await open?.client?.close().catch(() => {});
+      open?.conn.close();
+      open = undefined;
+    };
     try {
-      client = await MilterClient.open(conn, {
-        preset: (values.mta === "postfix" ? "postfix" : values.mta) as "postfix",
-        commandTimeoutMs: timeout,
-        ...(version === undefined ? {} : { version }),
-        ...(values.actions === undefined ? {} : { actions: hex("actions", values.actions) }),
-        ...(values.protocol === undefined ? {} : { protocol: hex("protocol", values.protocol) }),
-      });
-      const tx: TransactionInput = {
-        connect: {
-          hostname: values["client-name"] ?? `[${ip}]`,
-          family,
-          address: ip,
-          port,
-        },
-        helo: values.helo!,
-        from: from.address,
-        fromArgs: from.args,
-        rcpts: rcpts.map((r) => ({ recipient: r.address, args: r.args })),
-        message,
-        macros: parseMacros(values.macro!),
-        defaultMacros: !values["no-default-macros"],
-      };
+      let client = await dial();
       for (let i = 0; i < count; i++) {
-        if (i > 0 && values["quit-nc"]) await newSession(client);
-        const r = await runTransaction(client, tx);
+        if (i > 0 && quitNc) {
+          if (quitNcAllowedAfter(results.at(-1)!)) {
+            await newSession(client);
+            starts.set(i, { how: "quit_nc" });
+          } else {
+            // libmilter would ignore QUIT_NC (and the CONNECT after it) here: start the new
+            // session as Postfix and Sendmail always do, on a new connection.
+            const prev = results.at(-1)!.verdict;
+            await hangUp();
+            client = await dial();
+            starts.set(i, { how: "reconnect", after: `${prev.type} at ${prev.stage}` });
+          }
+        }
+        const r = await runTransaction(client, tx, quitNc ? { abortAfter: false } : {});
         results.push(r);
-        if (r.verdict.scope === "session" && !r.delivered) break;
+        if (r.verdict.scope === "session" && !r.delivered && !quitNc) break;
       }
-      await endSession(client);
+    } catch (e) {
+      // Keep what finished: the results so far are printed with the error.
+      failure = e instanceof Error ? e : new Error(String(e));
     } finally {
-      await client?.close().catch(() => {});
-      conn.close();
+      await hangUp().catch(() => {});
     }
+    // Nothing finished: the error alone is the answer (exit 1).
+    if (failure && results.length === 0) throw failure;
+    const client = first;
 
     if (values.json) {
       io.stdout(
@@ -313,7 +357,11 @@ export const sendCommand: Subcommand = {
               macros: client.negotiated.symlists,
             },
             warnings: client?.warnings,
-            transactions: results.map(jsonResult),
+            transactions: results.map((r, i) => ({
+              ...(starts.has(i) ? { session: starts.get(i) } : {}),
+              ...(jsonResult(r) as Record<string, unknown>),
+            })),
+            error: failure ? errorText(failure) : undefined,
           },
           null,
           2,
@@ -330,7 +378,17 @@ export const sendCommand: Subcommand = {
         for (const w of client.warnings) out.push(`warning: ${w}`);
       }
       results.forEach((r, i) => {
-        if (results.length > 1) out.push(`--- message ${i + 1} (queue id ${r.queueId})`);
+        if (results.length > 1 || failure) {
+          out.push(`--- message ${i + 1} (queue id ${r.queueId})`);
+        }
+        const start = starts.get(i);
+        if (start) {
+          out.push(
+            start.how === "quit_nc"
+              ? "  new SMTP session: QUIT_NC, same connection"
+              : `  new SMTP session: new connection (libmilter ignores QUIT_NC after ${start.after})`,
+          );
+        }
         for (const s of r.replies) {
           const what = s.result.outcome === "replied"
             ? describeReply(s.result.verdict)
@@ -364,6 +422,10 @@ export const sendCommand: Subcommand = {
         }
       });
       io.stdout(out.join("\n") + "\n");
+    }
+    if (failure) {
+      io.stderr(`milterkit send: ${errorText(failure)}\n`);
+      return EXIT.FAILURE;
     }
     return results.length === 0 ? EXIT.FAILURE : exitFor(results.at(-1)!);
   },

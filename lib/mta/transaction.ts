@@ -331,3 +331,26 @@ export async function newSession(client: MilterClient): Promise<void> {
   sessions.delete(client);
   await client.quitNc();
 }
+
+/**
+ * Whether a filter built on libmilter takes QUIT_NC after this transaction. libmilter's state
+ * table allows QUIT_NC only right after an end of message answered with CONTINUE (or after an
+ * UNKNOWN): an EOM answered with ACCEPT, REJECT, TEMPFAIL or DISCARD, a verdict before EOM, or
+ * an ABORT put it back in its HELO state, where QUIT_NC and the next CONNECT are silently
+ * ignored and the MTA waits forever. Run the transaction with `abortAfter: false` (no ABORT
+ * after a finished message) when QUIT_NC may follow.
+ *
+ * @param result The transaction that just ended.
+ * @returns True when QUIT_NC can follow without losing the filter.
+ *
+ * @example
+ * ```ts
+ * import { quitNcAllowedAfter, type TransactionResult } from "@milterkit/milterkit";
+ * const next = (r: TransactionResult) => quitNcAllowedAfter(r) ? "QUIT_NC" : "reconnect";
+ * ```
+ */
+export function quitNcAllowedAfter(result: TransactionResult): boolean {
+  const last = result.replies.at(-1);
+  return result.verdict.stage === "eom" && result.verdict.type === "continue" &&
+    last?.stage === "eom" && last.result.outcome === "replied";
+}

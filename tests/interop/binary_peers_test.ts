@@ -26,6 +26,7 @@ interface JsonResult {
     quarantine?: string;
     message?: string;
     queueId: string;
+    session?: { how: string; after?: string };
   }>;
 }
 
@@ -51,6 +52,17 @@ function headerNames(message: string): string[] {
 
 function count(log: string, re: RegExp): number {
   return log.split("\n").filter((l) => re.test(l)).length;
+}
+
+/** Waits until the filter's log, after `before`, shows `closes` close callbacks. */
+async function waitForLog(peer: PeerProcess, before: string, closes: number): Promise<string> {
+  const deadline = Date.now() + 5000;
+  let log = "";
+  do {
+    await new Promise((r) => setTimeout(r, 20));
+    log = peer.log().slice(before.length);
+  } while (count(log, /^testfilter close /) < closes && Date.now() < deadline);
+  return log;
 }
 
 describe("milterkit send against the libmilter C test filter", () => {
@@ -208,6 +220,26 @@ describe("milterkit send against the libmilter C test filter", () => {
     assert.equal(count(log, /^testfilter eom /), 3, log);
   });
 
+  it("--quit-nc: QUIT_NC after an EOM answered continue, a new connection after a reject", async () => {
+    const before = filter!.log();
+    const { code, j } = await sendJson(spec(), mail("quit-nc"), ["--count", "3", "--quit-nc"]);
+    assert.equal(code, 0);
+    assert.equal(j.transactions.length, 3);
+    assert.ok(j.transactions.every((t) => t.delivered && t.stages[0]!.stage === "connect"));
+    assert.deepEqual(j.transactions.map((t) => t.session?.how), [undefined, "quit_nc", "quit_nc"]);
+    const log = await waitForLog(filter!, before, 3);
+    assert.equal(count(log, /^testfilter connect /), 3, log);
+    assert.equal(count(log, /^testfilter eom /), 3, log);
+
+    // REJECTME: libmilter is back in its HELO state, where it would ignore QUIT_NC.
+    const r = await sendJson(spec(), mail("REJECTME"), ["--count", "2", "--quit-nc"]);
+    assert.equal(r.code, 1);
+    assert.deepEqual(r.j.transactions.map((t) => [t.verdict.type, t.session?.how]), [
+      ["reject", undefined],
+      ["reject", "reconnect"],
+    ]);
+  });
+
   it("--mta postfix-2: version 2 negotiated, no DATA stage, header still added", async () => {
     const { code, j } = await sendJson(spec(), mail("v2"), ["--mta", "postfix-2"]);
     assert.equal(code, 0);
@@ -254,6 +286,22 @@ describe("milterkit send against OpenDKIM", () => {
   const message = "From: Alice <alice@example.test>\nTo: bob@example.test\n" +
     "Subject: signed by OpenDKIM\nDate: Sat, 21 Nov 2026 10:00:00 +0000\n" +
     "Message-Id: <dkim-1@example.test>\n\nHello,\n\nthis message is signed.\n";
+
+  it("--quit-nc: three signed messages, each SMTP session started without a hang", async () => {
+    const { code, j } = await sendJson(`inet:${signer!.port}@127.0.0.1`, message, [
+      "--count",
+      "3",
+      "--quit-nc",
+      "--timeout",
+      "5000",
+    ]);
+    assert.equal(code, 0, signer!.log());
+    assert.equal(j.transactions.length, 3);
+    for (const t of j.transactions) {
+      assert.equal(headerValues(t.message!, "DKIM-Signature").length, 1, t.message);
+    }
+    assert.ok(j.transactions.slice(1).every((t) => t.session !== undefined));
+  });
 
   it("signs: the resulting message has a DKIM-Signature with d=example.test s=lab", async () => {
     const { code, j } = await sendJson(
