@@ -14,7 +14,9 @@ export default defineFilter({
   name: "disclaimer",
   actions: ["replaceBody", "addHeader"],
   // Keep the body (up to 5 MiB) for the end of message; larger ones pass unchanged.
-  bufferBody: { maxBytes: 5 * 1024 * 1024, onLimit: "truncate" },
+  bufferBody: true,
+  maxBodyBytes: 5 * 1024 * 1024,
+  onBodyLimit: "truncate",
   eom(ctx) {
     const type = ctx.headers.find((h) => h.name.toLowerCase() === "content-type")?.value ?? "";
     if (ctx.bodyTruncated || (type !== "" && !/^\s*text\/plain/i.test(type))) {

@@ -12,7 +12,9 @@ const RISKY = /\bfilename\*?=\s*"?[^"\r\n;]*\.(exe|scr|js|vbs|bat|cmd|jar|docm|x
 export default defineFilter({
   name: "quarantine-risky-attachments",
   actions: ["quarantine", "addHeader"],
-  bufferBody: { maxBytes: 20 * 1024 * 1024, onLimit: "truncate" },
+  bufferBody: true,
+  maxBodyBytes: 20 * 1024 * 1024,
+  onBodyLimit: "truncate",
   eom(ctx) {
     const m = RISKY.exec(decodeText(ctx.body ?? new Uint8Array(0)));
     if (!m) return;

@@ -161,7 +161,7 @@ describe("milterkit dump on pcap captures", () => {
     );
     assert.match(r.out, /MAIL <sender@example\.test> -> CONTINUE \(\d+\.\d+ ms\)/);
     assert.match(r.out, /<- CHGHEADER Subject\[1\] = "MODIFIED by libmilter testfilter"/);
-    assert.match(r.out, /<- INSHEADER \[0\] X-Libmilter-First/);
+    assert.match(r.out, /<- INSHEADER X-Libmilter-First at \[0\]/);
     assert.match(r.out, /body: 48 bytes in 1 chunk/);
     assert.match(r.out, /verdict: ACCEPT \(continue at eom\)/);
     assert.doesNotMatch(r.out, /MACRO/);

@@ -75,7 +75,7 @@ function everything(events: string[]) {
         return { code: 550, enhanced: "5.7.1", text: ["No", "thanks"] };
       }
       ctx.addHeader("X-Added", "yes");
-      ctx.insertHeader(0, "X-Top", "first");
+      ctx.insertHeader("X-Top", 0, "first");
       ctx.changeHeader("Subject", 1, `[${ctx.connection.messages}] ${ctx.message.subject}`);
       ctx.deleteHeader("X-Old", 2);
       ctx.addRecipient("<dave@example.test>");

@@ -49,7 +49,7 @@ const likeTestfilter = defineFilter<Record<string, never>, { verdict?: string; m
     ctx.addHeader("X-Libmilter-Test", "yes");
     if (ctx.message.modify) {
       ctx.changeHeader("Subject", 1, "MODIFIED by libmilter testfilter");
-      ctx.insertHeader(0, "X-Libmilter-First", "inserted at index 0");
+      ctx.insertHeader("X-Libmilter-First", 0, "inserted at index 0");
       ctx.addRecipient("<added@example.test>");
       ctx.replaceBody("This body was replaced by the libmilter testfilter.\r\n");
     }

@@ -182,7 +182,7 @@ describe("server under hostile peers and failing handlers (real sockets)", () =>
         envfrom(from) {
           if (from.address.startsWith("throw@")) throw new Error("envfrom exploded");
           if (from.address.startsWith("hang@")) return new Promise<never>(() => {});
-          if (from.address.startsWith("illegal@")) return "skip"; // SKIP is for body only
+          if (from.address.startsWith("illegal@")) return "skip" as never; // SKIP is for body only (a type error too)
           return "continue";
         },
         abort() {

@@ -24,6 +24,8 @@ const KNOWN = new Set([
   "headerLeadingSpace",
   "rejectedRecipients",
   "bufferBody",
+  "maxBodyBytes",
+  "onBodyLimit",
   "connectionState",
   "messageState",
   "connect",
@@ -40,6 +42,38 @@ const KNOWN = new Set([
   "close",
   "unknown",
 ]);
+
+/** Keys whose value must be a function. */
+const FUNCTIONS = [...KNOWN].filter((k) =>
+  !["name", "actions", "macros", "noReply", "observe", "ignore", "headerLeadingSpace"].includes(
+    k,
+  ) &&
+  !["rejectedRecipients", "bufferBody", "maxBodyBytes", "onBodyLimit"].includes(k)
+);
+
+/**
+ * Whether `value` has a filter's shape: an object whose handlers and state factories are
+ * functions and whose `bufferBody` is a boolean. (Unknown keys are reported separately.)
+ */
+function isFilter(value: object, path: string): value is Filter<unknown, unknown> {
+  const entries = new Map(Object.entries(value));
+  for (const key of FUNCTIONS) {
+    const v = entries.get(key);
+    if (v !== undefined && typeof v !== "function") {
+      throw new ScriptError(`${path}: ${key} must be a function, not ${typeof v}`);
+    }
+  }
+  const buffer = entries.get("bufferBody");
+  if (buffer !== undefined && typeof buffer !== "boolean") {
+    throw new ScriptError(
+      `${path}: bufferBody must be true or false; its limits are maxBodyBytes and onBodyLimit`,
+    );
+  }
+  if (!buffer && (entries.has("maxBodyBytes") || entries.has("onBodyLimit"))) {
+    throw new ScriptError(`${path}: maxBodyBytes and onBodyLimit need bufferBody: true`);
+  }
+  return true;
+}
 
 /** Thrown when a script cannot be loaded or does not export a valid filter. */
 export class ScriptError extends Error {
@@ -86,7 +120,7 @@ let generation = 0;
  * @param fresh Import a new copy (for reloads) instead of the cached module.
  * @returns The filter.
  */
-export async function loadFilter(path: string, fresh = false): Promise<Filter<never, never>> {
+export async function loadFilter(path: string, fresh = false): Promise<Filter<unknown, unknown>> {
   const abs = isAbsolute(path) ? path : resolve(path);
   const url = pathToFileURL(abs).href + (fresh ? `?reload=${++generation}` : "");
   // Deno keys its module cache by URL (the query makes a fresh copy); Bun by path, ignoring the
@@ -117,12 +151,13 @@ export async function loadFilter(path: string, fresh = false): Promise<Filter<ne
       `${path}: unknown filter keys ${hints.join(", ")}; known: ${[...KNOWN].join(", ")}`,
     );
   }
+  if (!isFilter(filter, path)) throw new ScriptError(`${path}: not a filter object`);
   try {
-    requirementsOf(filter as Filter<never, never>);
+    requirementsOf(filter);
   } catch (e) {
     throw new ScriptError(`${path}: ${(e as Error).message}`, { cause: e });
   }
-  return filter as Filter<never, never>;
+  return filter;
 }
 
 /**
@@ -132,7 +167,7 @@ export async function loadFilter(path: string, fresh = false): Promise<Filter<ne
  * @param filter The filter.
  * @returns Readable lines.
  */
-export function describeFilter(filter: Filter<never, never>): string[] {
+export function describeFilter<C, M>(filter: Filter<C, M>): string[] {
   const req = requirementsOf(filter);
   const lines = [`filter: ${filter.name ?? "(unnamed)"}`];
   if (typeof filter.eom === "function") lines.push("end of message: answered by the eom handler");

@@ -132,7 +132,7 @@ function describeModification(m: Modification): string {
     case "addheader":
       return `add header ${m.name}: ${displayText(m.value)}`;
     case "insheader":
-      return `insert header at ${m.index}: ${m.name}: ${displayText(m.value)}`;
+      return `insert header ${m.name} at #${m.index}: ${displayText(m.value)}`;
     case "chgheader":
       return m.value === ""
         ? `delete header ${m.name} #${m.index}`

@@ -142,9 +142,9 @@ export const serveCommand: Subcommand = {
       sink: (line) => io.stderr(line + "\n"),
     });
 
-    let filter: Filter<never, never>;
-    if (script === undefined) filter = loggingFilter(log) as unknown as Filter<never, never>;
-    else filter = await loadFilter(script);
+    const filter: Filter<unknown, unknown> = script === undefined
+      ? loggingFilter(log)
+      : await loadFilter(script);
     if (values.check) {
       io.stdout(describeFilter(filter).join("\n") + "\n");
       return EXIT.OK;

@@ -6,7 +6,7 @@
  */
 
 import { FilterHandlerError } from "../wire/errors.ts";
-import type { ActionName, Context, EomContext, Filter } from "./filter.ts";
+import type { ActionName, Answer, Context, EomContext, Filter, MessageVerdict } from "./filter.ts";
 import { ACTION_BITS } from "./negotiate.ts";
 import { MacroStore } from "./macros.ts";
 import { encodeText } from "../wire/text.ts";
@@ -77,9 +77,10 @@ export class SessionState<C, M> {
     this.connection = this.#filter.connectionState ? this.#filter.connectionState() : ({} as C);
   }
 
-  /** The whole buffered body. */
-  body(): Uint8Array {
-    if (this.bodyChunks.length === 1) return this.bodyChunks[0]!;
+  /** The whole buffered body, in one `ArrayBuffer`-backed array (what Web Crypto takes). */
+  body(): Uint8Array<ArrayBuffer> {
+    const only = this.bodyChunks.length === 1 ? this.bodyChunks[0]! : undefined;
+    if (only !== undefined && isOnArrayBuffer(only)) return only;
     const out = new Uint8Array(this.bodyBuffered);
     let p = 0;
     for (const c of this.bodyChunks) {
@@ -89,6 +90,10 @@ export class SessionState<C, M> {
     this.bodyChunks = [out];
     return out;
   }
+}
+
+function isOnArrayBuffer(bytes: Uint8Array): bytes is Uint8Array<ArrayBuffer> {
+  return bytes.buffer instanceof ArrayBuffer;
 }
 
 /** A handler's context: a live view on the session state. */
@@ -126,6 +131,14 @@ export class ContextView<C, M> implements Context<C, M> {
   get headers(): readonly HeaderField[] {
     return this.state.headers;
   }
+  header(name: string): string | undefined {
+    const lower = name.toLowerCase();
+    return this.state.headers.find((h) => h.name.toLowerCase() === lower)?.value;
+  }
+  headerValues(name: string): string[] {
+    const lower = name.toLowerCase();
+    return this.state.headers.filter((h) => h.name.toLowerCase() === lower).map((h) => h.value);
+  }
   get bodySize(): number {
     return this.state.bodySize;
   }
@@ -142,24 +155,27 @@ export class ContextView<C, M> implements Context<C, M> {
 
 const HEADER_NAME = /^[\x21-\x39\x3b-\x7e]+$/;
 
-/** The end-of-message context: collects modifications, checking each when it is asked for. */
-export class EomContextView<C, M> extends ContextView<C, M> implements EomContext<C, M> {
+/**
+ * The end-of-message context: collects modifications, checking each when it is asked for.
+ * `B` is the body's type: `Uint8Array<ArrayBuffer>` for a buffering filter, else `undefined`.
+ */
+export class EomContextView<
+  C,
+  M,
+  B extends Uint8Array<ArrayBuffer> | undefined = Uint8Array<ArrayBuffer> | undefined,
+> extends ContextView<C, M> implements EomContext<C, M> {
   /** Modifications in call order. */
   readonly queue: QueuedModification[] = [];
   readonly #progress: () => Promise<void>;
-  readonly #body: Uint8Array | undefined;
+  readonly #body: B;
 
-  constructor(
-    state: SessionState<C, M>,
-    body: Uint8Array | undefined,
-    progress: () => Promise<void>,
-  ) {
+  constructor(state: SessionState<C, M>, body: B, progress: () => Promise<void>) {
     super(state);
     this.#body = body;
     this.#progress = progress;
   }
 
-  get body(): Uint8Array | undefined {
+  get body(): B {
     return this.#body;
   }
   get bodyTruncated(): boolean {
@@ -225,7 +241,7 @@ export class EomContextView<C, M> extends ContextView<C, M> implements EomContex
     this.queue.push({ type: "addheader", name, value: this.#value(value, "addHeader") });
   }
 
-  insertHeader(index: number, name: string, value: string): void {
+  insertHeader(name: string, index: number, value: string): void {
     this.#need("addHeader", "insertHeader");
     this.#name(name, "insertHeader");
     this.#index(index, 0, "insertHeader");
@@ -301,4 +317,23 @@ export class EomContextView<C, M> extends ContextView<C, M> implements EomContex
   progress(): Promise<void> {
     return this.#progress();
   }
+}
+
+/**
+ * A fresh end-of-message context for `filter` and the call of its eom handler with it, or
+ * undefined when the filter has no eom handler. A buffering filter's context holds the body.
+ */
+export function bindEom<C, M>(
+  filter: Filter<C, M>,
+  state: SessionState<C, M>,
+  progress: () => Promise<void>,
+): { readonly ctx: EomContextView<C, M>; readonly call: () => Answer<MessageVerdict> } | undefined {
+  if (filter.bufferBody) {
+    if (!filter.eom) return undefined;
+    const ctx = new EomContextView(state, state.body(), progress);
+    return { ctx, call: () => filter.eom?.(ctx) };
+  }
+  if (!filter.eom) return undefined;
+  const ctx = new EomContextView(state, undefined, progress);
+  return { ctx, call: () => filter.eom?.(ctx) };
 }

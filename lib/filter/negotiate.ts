@@ -124,7 +124,7 @@ export interface FilterRequirements {
  * assert.equal(req.events.header, "noreply");
  * ```
  */
-export function requirementsOf(filter: Filter<never, never>): FilterRequirements {
+export function requirementsOf<C, M>(filter: Filter<C, M>): FilterRequirements {
   let actions = 0;
   for (const a of filter.actions ?? []) {
     const bit = ACTION_BITS[a];
@@ -145,7 +145,7 @@ export function requirementsOf(filter: Filter<never, never>): FilterRequirements
   }
   const events = {} as Record<EventName, EventMode>;
   for (const e of EVENTS) {
-    const has = typeof (filter as Record<string, unknown>)[e] === "function" ||
+    const has = typeof filter[e] === "function" ||
       (e === "body" && typeof filter.bodyStream === "function");
     if (has) events[e] = noReply.has(e) ? "noreply" : "reply";
     else if (ignore.has(e)) events[e] = "off";

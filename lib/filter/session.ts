@@ -18,8 +18,8 @@ import {
   MilterTimeoutError,
 } from "../wire/errors.ts";
 import { parseAddress, parseEsmtpArgs } from "../mail/esmtp.ts";
-import type { EventName, Filter, HandlerResult } from "./filter.ts";
-import { ContextView, EomContextView, SessionState } from "./context.ts";
+import { bodyBuffering, type EventName, type Filter, type HandlerResult } from "./filter.ts";
+import { bindEom, ContextView, type EomContextView, SessionState } from "./context.ts";
 import { FrameDecoder } from "../wire/frame.ts";
 import {
   EVENT_BITS,
@@ -153,7 +153,7 @@ class FilterSession<C, M> {
     this.#conn = conn;
     this.#filter = filter;
     this.#opts = opts;
-    this.#req = requirementsOf(filter as Filter<never, never>);
+    this.#req = requirementsOf(filter);
     this.#state = new SessionState(filter, this.#abort.signal);
     this.#ctx = new ContextView(this.#state);
   }
@@ -401,7 +401,7 @@ class FilterSession<C, M> {
     const messageStage = stage !== "connect" && stage !== "helo" && stage !== "unknown";
     const bypass = this.#connectionDecided || (messageStage && this.#messageDecided) ||
       (stage === "body" && this.#skipBody);
-    const has = typeof (this.#filter as Record<string, unknown>)[stage] === "function";
+    const has = typeof this.#filter[stage] === "function";
     let reply: Reply;
     const started = performance.now();
     if (this.#pending && replies && messageStage) {
@@ -520,9 +520,9 @@ class FilterSession<C, M> {
   #collectBody(chunk: Uint8Array): void {
     const st = this.#state;
     st.bodySize += chunk.length;
-    const cfg = this.#filter.bufferBody;
+    const cfg = bodyBuffering(this.#filter);
     if (!cfg || st.bodyTruncated) return;
-    const max = (cfg === true ? undefined : cfg.maxBytes) ?? 10 * 1024 * 1024;
+    const max = cfg.maxBytes;
     const room = max - st.bodyBuffered;
     if (chunk.length <= room) {
       st.bodyChunks.push(chunk);
@@ -534,7 +534,7 @@ class FilterSession<C, M> {
       st.bodyBuffered += room;
     }
     st.bodyTruncated = true;
-    const onLimit = (cfg === true ? undefined : cfg.onLimit) ?? "tempfail";
+    const onLimit = cfg.onLimit;
     if (onLimit !== "truncate" && !this.#pending && !this.#messageDecided) {
       this.#pending = onLimit === "accept"
         ? { type: "accept" }
@@ -545,7 +545,7 @@ class FilterSession<C, M> {
         type: "error",
         stage: "body",
         error: new FilterHandlerError(
-          `Message body over the buffer limit of ${max} bytes (bufferBody.maxBytes): ${onLimit}`,
+          `Message body over the buffer limit of ${max} bytes (maxBodyBytes): ${onLimit}`,
           "body",
         ),
       });
@@ -606,11 +606,12 @@ class FilterSession<C, M> {
         this.#bodyPipe.close();
         reply = await this.#run("body", () => this.#bodyTask!);
       }
-      if (reply.type === "continue" && this.#filter.eom) {
-        const body = this.#filter.bufferBody ? st.body() : undefined;
-        const eomCtx = new EomContextView(st, body, () => this.#progress());
-        ctx = eomCtx;
-        reply = await this.#withKeepAlive(() => this.#run("eom", () => this.#filter.eom!(eomCtx)));
+      const eom = reply.type === "continue"
+        ? bindEom(this.#filter, st, () => this.#progress())
+        : undefined;
+      if (eom) {
+        ctx = eom.ctx;
+        reply = await this.#withKeepAlive(() => this.#run("eom", eom.call));
       }
     }
     if (ctx && (reply.type === "continue" || reply.type === "accept")) {

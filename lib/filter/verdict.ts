@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Reply } from "../wire/types.ts";
+import type { Reply, Stage } from "../wire/types.ts";
 
 /**
  * A custom SMTP reply. `code` 4xx makes it a temporary failure, 5xx a rejection.
@@ -107,18 +107,8 @@ export function formatReply(reply: ReplyVerdict): string {
   }).join("\r\n");
 }
 
-/** The stages a verdict can be given at. */
-export type Stage =
-  | "connect"
-  | "helo"
-  | "envfrom"
-  | "envrcpt"
-  | "data"
-  | "header"
-  | "eoh"
-  | "body"
-  | "eom"
-  | "unknown";
+/** The stages a verdict can be given at (the protocol's one stage vocabulary). */
+export type { Stage };
 
 const NO_DISCARD: ReadonlySet<Stage> = new Set(["connect", "helo", "unknown"]);
 

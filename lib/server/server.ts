@@ -23,7 +23,12 @@ import {
   MilterTimeoutError,
 } from "../wire/errors.ts";
 import type { Filter } from "../filter/filter.ts";
-import { type Fallback, serveConnection, type SessionEvent } from "../filter/session.ts";
+import {
+  type Fallback,
+  serveConnection,
+  type SessionEvent,
+  type SessionOptions,
+} from "../filter/session.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { adapterFor, listen as listenSocket } from "./net.ts";
@@ -75,8 +80,11 @@ export interface MilterServer {
   readonly connections: number;
   /** Resolves when the server has stopped and every session ended. */
   readonly finished: Promise<void>;
-  /** Replaces the filter for new connections (sessions in flight keep theirs). */
-  setFilter(filter: Filter<never, never>): void;
+  /**
+   * Replaces the filter for new connections (sessions in flight keep theirs). The new filter
+   * may have other state types than the old one.
+   */
+  setFilter<C, M>(filter: Filter<C, M>): void;
   /**
    * Stops: no new connections; open sessions get `graceMs` (default `shutdownGraceMs`) to
    * finish; then running handlers are answered with the fallback and connections closed.
@@ -152,7 +160,9 @@ export function serveListener<C, M>(
   const metrics = options.metrics ?? new Metrics();
   const max = options.maxConnections ?? 1000;
   const open = new Map<number, { conn: Connection; stop: AbortController; done: Promise<void> }>();
-  let current = filter as Filter<unknown, unknown>;
+  // The filter in force, bound to its own state types: a session serves what was current when
+  // it started.
+  let serve = (conn: Connection, o: SessionOptions) => serveConnection(conn, filter, o);
   let nextId = 1;
   let stopping: Promise<void> | undefined;
   const address = listener.address;
@@ -163,7 +173,7 @@ export function serveListener<C, M>(
     const started = Date.now();
     const peer = conn.remote ? formatSocketSpec(conn.remote) : undefined;
     log.debug("connection", { session: id, peer });
-    const done = serveConnection(conn, current, {
+    const done = serve(conn, {
       fallback: options.fallback ?? "tempfail",
       handlerTimeoutMs: options.handlerTimeoutMs ?? 25_000,
       eomTimeoutMs: options.eomTimeoutMs ?? 240_000,
@@ -285,7 +295,7 @@ export function serveListener<C, M>(
     },
     finished,
     setFilter(f) {
-      current = f as Filter<unknown, unknown>;
+      serve = (conn, o) => serveConnection(conn, f, o);
     },
     stop: (o) => stopServer(o?.graceMs ?? options.shutdownGraceMs ?? 30_000),
   };

@@ -135,18 +135,18 @@ export interface SymbolList {
 export type Modification =
   /** `h` append a header. */
   | { readonly type: "addheader"; readonly name: string; readonly value: string }
-  /** `i` insert a header at `index` (0 = top). */
+  /** `i` insert header `name` at position `index` (0 = top). */
   | {
     readonly type: "insheader";
-    readonly index: number;
     readonly name: string;
+    readonly index: number;
     readonly value: string;
   }
   /** `m` change the `index`-th (1-based) occurrence of `name`; empty value deletes it. */
   | {
     readonly type: "chgheader";
-    readonly index: number;
     readonly name: string;
+    readonly index: number;
     readonly value: string;
   }
   /** `b` a chunk of the replacement body (the first one truncates the body). */
@@ -233,3 +233,21 @@ export type MtaStyle = "postfix" | "sendmail";
 
 /** Which way bytes travel in a milter conversation. */
 export type Direction = "to-filter" | "to-mta";
+
+/**
+ * The stages of a milter conversation, one vocabulary for both sides: the filter's handlers,
+ * the MTA client's results, recordings and CLI output. Named after libmilter's callbacks
+ * (`xxfi_envfrom`, `xxfi_envrcpt`); the commands themselves keep their `SMFIC_*` names
+ * (`{ type: "mail" }`, `{ type: "rcpt" }`).
+ */
+export type Stage =
+  | "connect"
+  | "helo"
+  | "envfrom"
+  | "envrcpt"
+  | "data"
+  | "header"
+  | "eoh"
+  | "body"
+  | "eom"
+  | "unknown";

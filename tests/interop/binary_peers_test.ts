@@ -184,7 +184,7 @@ describe("milterkit send against the libmilter C test filter", () => {
     });
     for (
       const line of [
-        "  modification: insert header at 0: X-Libmilter-First: inserted at index 0",
+        "  modification: insert header X-Libmilter-First at #0: inserted at index 0",
         "  modification: delete header X-Delete-Me #1",
         "  modification: add recipient <added-par@example.test> NOTIFY=NEVER",
         "  modification: change sender to <changed-from@example.test>",

@@ -16,7 +16,13 @@ import {
   SmtpSession,
   type SmtpStage,
 } from "./harness.ts";
-import { defineFilter, type EomContext, type Filter, type Verdict } from "../../mod.ts";
+import {
+  defineFilter,
+  type EomContext,
+  type Filter,
+  type MessageVerdict,
+  type Verdict,
+} from "../../mod.ts";
 
 export {
   ensureExtraPeers,
@@ -169,7 +175,7 @@ export interface Plan {
   verdict?: Verdict;
   /** Only recipients whose address starts with this get `verdict` at rcpt (default: all). */
   rcptPrefix?: string;
-  eom?: (ctx: EomContext<Record<string, unknown>, { chunks: number }>) => Verdict | void;
+  eom?: (ctx: EomContext<Record<string, unknown>, { chunks: number }>) => MessageVerdict | void;
   /** Stages the filter saw, in order (reset by `resetPlan`). */
   seen: MatrixStage[];
 }
@@ -186,9 +192,10 @@ export function resetPlan(plan: Plan, next: Omit<Plan, "seen"> = {}): void {
 
 /** A milterkit filter driven by `plan`, with every handler and every action. */
 export function scriptedFilter(plan: Plan): Filter<Record<string, unknown>, { chunks: number }> {
-  const at = (stage: MatrixStage): Verdict | undefined => {
+  // Tests choose a verdict legal at its stage; the type of each handler says which those are.
+  const at = (stage: MatrixStage): never | undefined => {
     plan.seen.push(stage);
-    return plan.stage === stage ? plan.verdict : undefined;
+    return plan.stage === stage ? plan.verdict as never : undefined;
   };
   return defineFilter<Record<string, unknown>, { chunks: number }>({
     name: "matrix",

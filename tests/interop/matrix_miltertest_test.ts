@@ -137,7 +137,7 @@ describe("matrix: miltertest <- milterkit filter", () => {
     resetPlan(plan, {
       eom: (ctx) => {
         ctx.addHeader("X-Added", "added value");
-        ctx.insertHeader(0, "X-Top", "first");
+        ctx.insertHeader("X-Top", 0, "first");
         ctx.changeHeader("Subject", 1, "changed subject");
         ctx.deleteHeader("X-Delete-Me", 1);
         ctx.addRecipient("<added@example.test>");

@@ -80,7 +80,7 @@ describe("matrix: postfix <- milterkit filter (modifications)", () => {
   });
 
   it("header insert at index 0 lands above the MTA's Received", async () => {
-    const { copies: [text] } = await through((ctx) => ctx.insertHeader(0, "X-Top", "first"));
+    const { copies: [text] } = await through((ctx) => ctx.insertHeader("X-Top", 0, "first"));
     const names = headerNames(text!);
     assert.deepEqual(headerValues(text!, "X-Top"), ["first"]);
     assert.ok(names.indexOf("X-Top") < names.indexOf("Received"), names.join(","));

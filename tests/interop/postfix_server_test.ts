@@ -36,7 +36,7 @@ const filter = defineFilter<Record<string, never>, { subject?: string }>({
     ctx.addHeader("X-Milterkit", `seen; client=${ctx.client?.address}`);
     if (subject.includes("MODIFYME")) {
       ctx.changeHeader("Subject", 1, "MODIFIED by milterkit");
-      ctx.insertHeader(0, "X-Milterkit-First", "at the top");
+      ctx.insertHeader("X-Milterkit-First", 0, "at the top");
       ctx.addRecipient("<added@example.test>");
       ctx.replaceBody("Replaced by milterkit.\r\n");
     }

@@ -69,7 +69,7 @@ export function describeDecoded(decoded: Decoded, direction: "to-filter" | "to-m
     case "addheader":
       return `ADDHEADER ${d.name}: ${q(d.value)}`;
     case "insheader":
-      return `INSHEADER [${d.index}] ${d.name}: ${q(d.value)}`;
+      return `INSHEADER ${d.name} at [${d.index}]: ${q(d.value)}`;
     case "chgheader":
       return d.value === ""
         ? `CHGHEADER ${d.name}[${d.index}] deleted`
