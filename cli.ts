@@ -13,6 +13,11 @@ import { readFile } from "node:fs/promises";
 import { realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import * as milterkit from "./mod.ts";
+import * as testing from "./lib/testing/mod.ts";
+import * as denoAdapter from "./lib/server/adapters/deno.ts";
+import * as bunAdapter from "./lib/server/adapters/bun.ts";
+import * as nodeAdapter from "./lib/server/adapters/node.ts";
+import { registerToolkit } from "./lib/cli/script.ts";
 import { main } from "./lib/cli/main.ts";
 import { benchCommand } from "./lib/cli/bench.ts";
 import { dumpCommand } from "./lib/cli/dump.ts";
@@ -30,29 +35,17 @@ export const COMMANDS: readonly Subcommand[] = [
   benchCommand,
 ];
 
-/** Names a user script may import the toolkit by. */
-const PACKAGE_NAMES = ["@milterkit/milterkit", "jsr:@milterkit/milterkit", "milterkit"];
-
-interface BunPluginApi {
-  plugin(p: {
-    name: string;
-    setup(b: { module(name: string, f: () => { exports: unknown; loader: "object" }): void }): void;
-  }): void;
-}
-
-/** Under Bun (and in the compiled binary) scripts get this very copy of the toolkit. */
-function registerVirtualPackage(): void {
-  const bun = (globalThis as unknown as { Bun?: BunPluginApi }).Bun;
-  if (!bun) return;
-  bun.plugin({
-    name: "milterkit-self",
-    setup(b) {
-      for (const name of PACKAGE_NAMES) {
-        b.module(name, () => ({ exports: milterkit, loader: "object" }));
-      }
-    },
-  });
-}
+/**
+ * The toolkit's entry points (deno.json `exports`), as scripts served by this program import
+ * them: `@milterkit/milterkit/testing`, `milterkit/testing`, ... all get these very modules.
+ */
+export const ENTRY_POINTS: Readonly<Record<string, object>> = {
+  ".": milterkit,
+  "./testing": testing,
+  "./deno": denoAdapter,
+  "./bun": bunAdapter,
+  "./node": nodeAdapter,
+};
 
 function processIo(): CliIo {
   const ac = new AbortController();
@@ -83,7 +76,7 @@ function isMain(): boolean {
 }
 
 if (isMain()) {
-  registerVirtualPackage();
+  registerToolkit(ENTRY_POINTS);
   const code = await main(process.argv.slice(2), processIo(), COMMANDS);
   // Let pending writes to stdout/stderr drain before exiting.
   process.stdout.write("", () => process.exit(code));

@@ -6,9 +6,14 @@
  * @module
  */
 
-import { createRequire } from "node:module";
-import { isAbsolute, resolve } from "node:path";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, isAbsolute, join, relative, resolve } from "node:path";
+import process from "node:process";
 import { pathToFileURL } from "node:url";
+import { bunScriptBundler, registerBunModules } from "../server/adapters/bun_script.ts";
+import { registerNodeHooks, reloadQuery } from "../server/adapters/node_script.ts";
+import { ResolveError, resolveImport, toolkitSubpath } from "./resolve.ts";
 import type { Filter } from "../filter/filter.ts";
 import { negotiateFilter, requirementsOf } from "../filter/negotiate.ts";
 import type { Negotiated } from "../wire/types.ts";
@@ -60,7 +65,10 @@ function isFilter(value: object, path: string): value is Filter<unknown, unknown
   for (const key of FUNCTIONS) {
     const v = entries.get(key);
     if (v !== undefined && typeof v !== "function") {
-      throw new ScriptError(`${path}: ${key} must be a function, not ${typeof v}`);
+      throw new ScriptError(
+        `${path}: "${key}" must be a function, got ${JSON.stringify(v) ?? typeof v}` +
+          (typeof v === "string" ? ` (write ${key}: () => ${JSON.stringify(v)})` : ""),
+      );
     }
   }
   const buffer = entries.get("bufferBody");
@@ -111,7 +119,218 @@ function editDistance(a: string, b: string): number {
   return prev[b.length]!;
 }
 
+/** A loaded script: its filter and its module (whose `state` a reload hands on). */
+export interface LoadedScript {
+  /** The validated filter. */
+  filter: Filter<unknown, unknown>;
+  /** The module namespace. */
+  module: Record<string, unknown>;
+}
+
+/** Options of {@link loadScript}. */
+export interface LoadOptions {
+  /** Load a new copy of the script and its local modules (a reload). */
+  fresh?: boolean;
+  /** Give up when loading (top-level await included) takes longer (default 30000). */
+  timeoutMs?: number;
+  /** The version being replaced: its `state` export goes to the new version's `restore()`. */
+  previous?: LoadedScript;
+}
+
+/** The toolkit's entry points, as the running program has them. */
+let toolkit: Record<string, object> = {};
+
+/**
+ * Tells the loader the toolkit's entry points (`"."`, `"./testing"`, ...), so scripts that
+ * import the toolkit by name (`@milterkit/milterkit`, `milterkit`, `jsr:`/`npm:` forms, with
+ * subpaths) get the running copy. Called once by the program.
+ *
+ * @param modules Entry point to module namespace.
+ */
+export function registerToolkit(modules: Record<string, object>): void {
+  toolkit = modules;
+  const named: Record<string, object> = {};
+  for (const [sub, ns] of Object.entries(modules)) {
+    const tail = sub === "." ? "" : sub.slice(1);
+    for (
+      const name of [
+        "@milterkit/milterkit",
+        "jsr:@milterkit/milterkit",
+        "milterkit",
+        "npm:milterkit",
+      ]
+    ) {
+      named[name + tail] = ns;
+    }
+  }
+  if (!registerBunModules(named)) registerNodeHooks(modules, toolkitSubpath);
+}
+
 let generation = 0;
+let scratch: string | undefined;
+
+/** A private directory for bundled scripts, removed at exit. */
+function scratchDir(): string {
+  if (scratch === undefined) {
+    const dir = mkdtempSync(join(tmpdir(), "milterkit-script-"));
+    scratch = dir;
+    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+  }
+  return scratch;
+}
+
+/** How a path is shown: relative to the working directory when inside it. */
+function shown(file: string): string {
+  const rel = relative(process.cwd(), file);
+  return rel.startsWith("..") || isAbsolute(rel) || process.cwd() === "/" ? file : rel;
+}
+
+/** `file:line:col: message` and the line with a caret under the column. */
+export function codeFrame(
+  message: string,
+  file: string,
+  line: number,
+  column: number | undefined,
+  lineText?: string,
+): string {
+  let text = lineText;
+  if (text === undefined) {
+    try {
+      text = readFileSync(file, "utf8").split(/\r?\n/)[line - 1];
+    } catch {
+      text = undefined;
+    }
+  }
+  const at = `${shown(file)}:${line}${column === undefined ? "" : `:${column}`}`;
+  if (text === undefined) return `${at}: ${message}`;
+  const gutter = `${line} | `;
+  const caret = column === undefined
+    ? ""
+    : `\n${" ".repeat(gutter.length - 2)}| ${text.slice(0, column - 1).replace(/[^\t]/g, " ")}^`;
+  return `${at}: ${message}\n${gutter}${text}${caret}`;
+}
+
+/** The first position in a stack or message that names a local file. */
+function firstLocalPosition(text: string): [string, number, number | undefined] | undefined {
+  for (const m of text.matchAll(/(?:file:\/\/)?(\/[^\s():?]+)(?:\?[^\s:]*)?:(\d+)(?::(\d+))?/g)) {
+    const file = decodeURIComponent(m[1]!);
+    if (file.includes("/node_modules/") || file.startsWith("/$bunfs/") || !existsSync(file)) {
+      continue;
+    }
+    return [file, Number(m[2]), m[3] === undefined ? undefined : Number(m[3])];
+  }
+  return undefined;
+}
+
+/** A one-line reason plus, when a position is known, `file:line:col` and a code frame. */
+function describeLoadError(path: string, e: unknown): string {
+  const err = e instanceof Error ? e : new Error(String(e));
+  const message = err.message.split("\n")[0]!.replace(/^(file:\/\/)?\/[^\s:]+:\d+\s*$/, "") ||
+    err.name;
+  const pos = firstLocalPosition(`${err.message}\n${err.stack ?? ""}`);
+  if ((err as { code?: string }).code === "ERR_UNKNOWN_FILE_EXTENSION") {
+    return `${path}: this Node cannot run .ts scripts (Node 22.18+ can; or write .js, or use the milterkit binary)`;
+  }
+  return pos === undefined ? `${path}: ${message}` : codeFrame(message, ...pos);
+}
+
+function timeBox<T>(p: Promise<T>, ms: number, what: () => string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, fail) => {
+    timer = setTimeout(() => fail(new ScriptError(what())), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Imports the script under the running runtime; local modules are re-read when `fresh`. */
+async function importScript(abs: string, path: string, fresh: boolean) {
+  const bundle = bunScriptBundler();
+  const n = ++generation;
+  if (bundle !== undefined) {
+    const r = await bundle(abs, (specifier, importer, kind) => {
+      const res = resolveImport(specifier, importer, { kind });
+      if (res.kind === "toolkit") {
+        // Not the program (a test runner, say): the runtime's own resolution finds the toolkit.
+        if (Object.keys(toolkit).length === 0) return undefined;
+        if (!(res.subpath in toolkit)) {
+          throw new ResolveError(
+            `milterkit has no entry point "${res.subpath}" (it has ${
+              Object.keys(toolkit).join(", ")
+            })`,
+          );
+        }
+        return {
+          external: "@milterkit/milterkit" + (res.subpath === "." ? "" : res.subpath.slice(1)),
+        };
+      }
+      if (res.kind === "builtin") return { external: res.specifier };
+      if (res.kind === "file") return { path: res.path };
+      return undefined;
+    });
+    if (!r.ok) {
+      const shownProblems = r.problems.slice(0, 3).map((p) =>
+        p.file === undefined
+          ? `${path}: ${p.message}`
+          : p.line === undefined
+          ? `${shown(p.file)}: ${p.message}`
+          : codeFrame(p.message, p.file, p.line, p.column, p.lineText)
+      );
+      const more = r.problems.length > 3 ? `\n(${r.problems.length - 3} more problems)` : "";
+      throw new ScriptError(shownProblems.join("\n") + more);
+    }
+    const file = join(scratchDir(), `${basename(abs).replace(/\.[^.]*$/, "")}-${n}.mjs`);
+    writeFileSync(file, r.code);
+    try {
+      return await import(pathToFileURL(file).href) as Record<string, unknown>;
+    } finally {
+      rmSync(file, { force: true });
+    }
+  }
+  const query = registerNodeHooks(toolkit, toolkitSubpath) ? reloadQuery(n) : `?reload=${n}`;
+  return await import(pathToFileURL(abs).href + (fresh ? query : "")) as Record<string, unknown>;
+}
+
+/**
+ * Imports a filter script (and, under Bun and in the binary, everything it imports: its npm
+ * packages from the nearest node_modules, local modules, JSON) and checks its shape.
+ *
+ * @param path Path of the .ts/.js module (relative to the working directory).
+ * @param options Reload, time limit, the previous version.
+ * @returns The filter and the module.
+ * @throws {ScriptError} With `file:line:col` and a code frame when the position is known.
+ */
+export async function loadScript(path: string, options: LoadOptions = {}): Promise<LoadedScript> {
+  const abs = isAbsolute(path) ? path : resolve(path);
+  if (!existsSync(abs)) throw new ScriptError(`${path}: no such file`);
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  const late = () =>
+    `${path}: still loading after ${timeoutMs} ms (a top-level await that never settles?); ` +
+    `giving up`;
+  let mod: Record<string, unknown>;
+  try {
+    mod = await timeBox(importScript(abs, path, options.fresh ?? false), timeoutMs, late);
+  } catch (e) {
+    if (e instanceof ScriptError) throw e;
+    throw new ScriptError(describeLoadError(path, e), { cause: e });
+  }
+  const filter = checkFilter(path, mod.default ?? mod.filter);
+  const loaded = { filter, module: mod };
+  if (options.previous !== undefined && typeof mod.restore === "function") {
+    try {
+      await timeBox(
+        Promise.resolve(mod.restore(options.previous.module.state)),
+        timeoutMs,
+        () => `${path}: restore() still running after ${timeoutMs} ms`,
+      );
+    } catch (e) {
+      if (e instanceof ScriptError) throw e;
+      throw new ScriptError(`${path}: restore() failed: ${describeLoadError(path, e)}`, {
+        cause: e,
+      });
+    }
+  }
+  return loaded;
+}
 
 /**
  * Imports a filter script and checks its shape.
@@ -121,21 +340,11 @@ let generation = 0;
  * @returns The filter.
  */
 export async function loadFilter(path: string, fresh = false): Promise<Filter<unknown, unknown>> {
-  const abs = isAbsolute(path) ? path : resolve(path);
-  const url = pathToFileURL(abs).href + (fresh ? `?reload=${++generation}` : "");
-  // Deno keys its module cache by URL (the query makes a fresh copy); Bun by path, ignoring the
-  // query: it re-reads the file only once the path is out of its (shared CJS/ESM) cache.
-  if (fresh) delete createRequire(import.meta.url).cache[abs];
-  let mod: Record<string, unknown>;
-  try {
-    mod = await import(url);
-  } catch (e) {
-    throw new ScriptError(
-      `Cannot load ${path}: ${e instanceof Error ? e.message : String(e)}`,
-      { cause: e },
-    );
-  }
-  const filter = mod.default ?? mod.filter;
+  return (await loadScript(path, { fresh })).filter;
+}
+
+/** Checks that a script's export is a filter object: known keys, handlers that are functions. */
+function checkFilter(path: string, filter: unknown): Filter<unknown, unknown> {
   if (typeof filter !== "object" || filter === null) {
     throw new ScriptError(
       `${path} must export a filter object as its default export (export default defineFilter({ ... }))`,

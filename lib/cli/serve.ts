@@ -12,7 +12,7 @@ import type { Fallback } from "../filter/session.ts";
 import { createLogger, type LogLevel } from "../server/log.ts";
 import { loggingFilter } from "../server/logging_filter.ts";
 import { listen, type MilterServer } from "../server/server.ts";
-import { describeFilter, loadFilter } from "./script.ts";
+import { describeFilter, type LoadedScript, loadScript } from "./script.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 
 const USAGE = `Usage: milterkit serve [SCRIPT] [options]
@@ -40,11 +40,20 @@ Options:
       --log-level LEVEL      debug, info (default), warn, error
       --metrics-port PORT    serve Prometheus metrics on http://127.0.0.1:PORT/metrics
       --metrics-host HOST    bind address of the metrics port (default 127.0.0.1)
+      --load-timeout MS      time loading SCRIPT may take, top-level await included
+                             (default 30000)
       --check                load and validate SCRIPT, print what it negotiates, exit
   -h, --help                 show this help
 
+SCRIPT may import npm packages installed in a node_modules beside it (or above),
+local .ts/.js modules and JSON; the toolkit's own names (@milterkit/milterkit,
+milterkit, with jsr:/npm: prefixes and subpaths) get this program's copy.
+
 Signals: SIGTERM/SIGINT stop gracefully (a second one stops at once); SIGHUP
-reloads SCRIPT for new connections without dropping sessions in flight.
+re-reads SCRIPT and its local modules for new connections without dropping
+sessions in flight; a broken new version is reported and the running one kept.
+Module-level state starts afresh on reload unless the script exports \`state\`
+and a \`restore(previous)\` function that takes the old version's state over.
 
 Examples:
   milterkit serve                                   # log what Postfix sends
@@ -95,6 +104,7 @@ export const serveCommand: Subcommand = {
         "log-level": { type: "string", default: "info" },
         "metrics-port": { type: "string" },
         "metrics-host": { type: "string", default: "127.0.0.1" },
+        "load-timeout": { type: "string" },
         check: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -142,9 +152,14 @@ export const serveCommand: Subcommand = {
       sink: (line) => io.stderr(line + "\n"),
     });
 
-    const filter: Filter<unknown, unknown> = script === undefined
-      ? loggingFilter(log)
-      : await loadFilter(script);
+    const loadTimeoutMs = int("load-timeout", values["load-timeout"], 1);
+    let current: LoadedScript | undefined;
+    let filter: Filter<unknown, unknown>;
+    if (script === undefined) filter = loggingFilter(log);
+    else {
+      current = await loadScript(script, { timeoutMs: loadTimeoutMs });
+      filter = current.filter;
+    }
     if (values.check) {
       io.stdout(describeFilter(filter).join("\n") + "\n");
       return EXIT.OK;
@@ -179,10 +194,18 @@ export const serveCommand: Subcommand = {
       io.onSignal?.("SIGINT", stop),
       io.onSignal?.("SIGHUP", () => {
         if (script === undefined) return;
-        loadFilter(script, true).then((f) => {
-          server.setFilter(f);
-          log.info("reloaded", { script });
-        }, (e) => log.error("reload failed, keeping the running filter", { script, error: e }));
+        loadScript(script, { fresh: true, timeoutMs: loadTimeoutMs, previous: current }).then(
+          (next) => {
+            current = next;
+            server.setFilter(next.filter);
+            log.info("reloaded", { script });
+          },
+          (e) =>
+            log.error("reload failed, keeping the running filter", {
+              script,
+              error: (e as Error).message,
+            }),
+        );
       }),
     ];
     io.signal.addEventListener("abort", () => void server.stop(), { once: true });
