@@ -46,7 +46,7 @@ export function restore(previous: typeof state) {
 export default defineFilter({
   name: "project",
   actions: ["addHeader"],
-  bufferBody: { maxBytes: 100_000 },
+  bufferBody: true,
   async eom(ctx) {
     state.messages++;
     const raw = ctx.headers.map((h) => h.name + ":" + h.value).join("\\r\\n") + "\\r\\n\\r\\n";
