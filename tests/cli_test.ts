@@ -88,7 +88,8 @@ describe("milterkit command line", () => {
   it("serve --check names a script that does not export a filter, exit 1", async () => {
     const io = fakeIo();
     assert.equal(await main(["serve", "tests/helpers/fake_io.ts", "--check"], io, COMMANDS), 1);
-    assert.match(io.err(), /ScriptError: .*must export a filter object/);
+    assert.match(io.err(), /^milterkit serve: .*must export a filter object/);
+    assert.doesNotMatch(io.err(), /ScriptError/);
   });
 
   it("dump decodes a capture given as a byte-stream pair", async () => {

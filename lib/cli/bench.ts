@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import { MilterClient } from "../mta/client.ts";
 import { endSession, runTransaction } from "../mta/transaction.ts";
 import { connect } from "../server/net.ts";
+import { parseSocketSpec } from "../server/socket_spec.ts";
 import type { Command } from "../wire/types.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 
@@ -117,6 +118,7 @@ export const benchCommand: Subcommand = {
     }
     if (positionals.length > 0) throw new UsageError(`Unexpected argument ${positionals[0]}`);
     if (!values.connect) throw new UsageError("--connect SPEC is required");
+    const filterAt = parseSocketSpec(values.connect);
     const num = (name: string, v: string | undefined, min: number) => {
       if (v === undefined) return undefined;
       const n = Number(v);
@@ -131,7 +133,7 @@ export const benchCommand: Subcommand = {
     const size = Math.floor(num("size", values.size, 0)!);
     const headerCount = Math.floor(num("headers", values.headers, 0)!);
     const recipientCount = Math.floor(num("recipients", values.recipients, 1)!);
-    const spec = values.connect;
+    const spec = filterAt;
 
     const stages = new Map<string, Samples>();
     const perMessage = new Samples();

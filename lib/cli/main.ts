@@ -6,8 +6,7 @@
  * @module
  */
 
-import { MilterError } from "../wire/errors.ts";
-import { ScriptError } from "./script.ts";
+import { SocketSpecError } from "../server/socket_spec.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 
 import { VERSION } from "./version.ts";
@@ -65,22 +64,44 @@ export async function main(
   }
   const cmd = commands.find((c) => c.name === first);
   if (!cmd) {
-    io.stderr(`milterkit: unknown command ${JSON.stringify(first)}\n\n${overview(commands)}`);
+    io.stderr(
+      `milterkit: unknown command ${JSON.stringify(first)}\n` +
+        `Commands: ${commands.map((c) => c.name).join(", ")}; "milterkit --help" shows more.\n`,
+    );
     return EXIT.USAGE;
   }
   try {
     return await cmd.run(rest, io);
   } catch (e) {
-    if (e instanceof UsageError || isParseArgsError(e)) {
-      io.stderr(`milterkit ${cmd.name}: ${(e as Error).message}\n\n${cmd.usage}`);
+    const err = e instanceof Error ? e : new Error(String(e));
+    if (isUsageError(err)) {
+      io.stderr(`milterkit ${cmd.name}: ${oneLine(err.message)}\n${usageHint(cmd)}`);
       return EXIT.USAGE;
     }
-    const err = e instanceof Error ? e : new Error(String(e));
-    const label = err instanceof MilterError || err instanceof ScriptError ? err.name : "error";
-    io.stderr(`milterkit ${cmd.name}: ${label}: ${err.message}\n`);
+    io.stderr(`milterkit ${cmd.name}: ${err.message}\n`);
     if (io.env.MILTERKIT_DEBUG && err.stack) io.stderr(err.stack + "\n");
     return EXIT.FAILURE;
   }
+}
+
+/**
+ * Errors in what the user typed (exit 2): bad options, bad socket specs. Runtime failures
+ * (a filter that is down, a script that throws) are exit 1.
+ */
+function isUsageError(e: Error): boolean {
+  return e instanceof UsageError || e instanceof SocketSpecError || isParseArgsError(e);
+}
+
+/** The first line of the usage and where the rest is, instead of the whole help. */
+function usageHint(cmd: Subcommand): string {
+  const first = cmd.usage.split("\n", 1)[0]!;
+  return `${first}\n"milterkit ${cmd.name} --help" lists every option.\n`;
+}
+
+/** A usage message on one line, without the option parser's advice on `--` quoting. */
+function oneLine(message: string): string {
+  return message.replace(/\. To specify a positional argument.*$/s, "")
+    .split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "").join(" ");
 }
 
 function isParseArgsError(e: unknown): boolean {

@@ -10,7 +10,7 @@ import { parseArgs } from "node:util";
 import { SessionAnnotator } from "../inspect/annotate/annotator.ts";
 import type { AnnotatedEvent, MessageSummary } from "../inspect/annotate/types.ts";
 import { describeDecoded } from "../inspect/annotate/render.ts";
-import { formatSocketSpec } from "../server/socket_spec.ts";
+import { formatSocketSpec, parseSocketSpec } from "../server/socket_spec.ts";
 import type { Connection } from "../server/adapters/types.ts";
 import { createLogger } from "../server/log.ts";
 import { connect, listen } from "../server/net.ts";
@@ -151,6 +151,8 @@ export const proxyCommand: Subcommand = {
     if (positionals.length > 0) throw new UsageError(`Unexpected argument ${positionals[0]}`);
     if (!values.listen) throw new UsageError("--listen SPEC is required");
     if (!values.upstream) throw new UsageError("--upstream SPEC is required");
+    const listenAt = parseSocketSpec(values.listen);
+    const upstreamAt = parseSocketSpec(values.upstream);
     const policy = values["on-upstream-failure"] as UpstreamFailurePolicy;
     if (!["tempfail", "accept", "reject", "close"].includes(policy)) {
       throw new UsageError("--on-upstream-failure must be tempfail, accept, reject or close");
@@ -182,7 +184,7 @@ export const proxyCommand: Subcommand = {
       })
       : undefined;
 
-    const listener = await listen(values.listen);
+    const listener = await listen(listenAt);
     const where = formatSocketSpec(listener.address);
     log.info("proxy listening", { listen: where, upstream, record: values.record, policy });
     const print = (line: string) => io.stdout(line + "\n");
@@ -230,7 +232,7 @@ export const proxyCommand: Subcommand = {
       };
       const summary = await proxyConnection(conn, {
         onUpstreamFailure: policy,
-        connectUpstream: () => connect(upstream, { timeoutMs: connectTimeout }),
+        connectUpstream: () => connect(upstreamAt, { timeoutMs: connectTimeout }),
         onChunk: (dir, time, bytes) => {
           try {
             recorder?.data(id, dir, bytes, time);

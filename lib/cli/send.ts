@@ -13,6 +13,7 @@ import { messageDiff } from "../mail/diff.ts";
 import { serializeMessage } from "../mail/message.ts";
 import type { MacroStageLetter } from "../mta/presets.ts";
 import { connect } from "../server/net.ts";
+import { parseSocketSpec } from "../server/socket_spec.ts";
 import type { Connection } from "../server/adapters/types.ts";
 import { decodeText, displayText } from "../wire/text.ts";
 import type { Modification, Reply } from "../wire/types.ts";
@@ -231,6 +232,7 @@ export const sendCommand: Subcommand = {
       return EXIT.OK;
     }
     if (!values.connect) throw new UsageError("--connect SPEC is required");
+    const filterAt = parseSocketSpec(values.connect);
     if (positionals.length > 1) throw new UsageError("Expected at most one MESSAGE");
     const presets = ["postfix", "postfix-2", "postfix-3", "postfix-4", "postfix-6", "sendmail"];
     if (!presets.includes(values.mta!)) {
@@ -259,8 +261,14 @@ export const sendCommand: Subcommand = {
     let message: Uint8Array;
     if (source === undefined || source === "-") {
       message = new Uint8Array(await new Response(io.stdin()).arrayBuffer());
-    } else if (io.readFile) message = await io.readFile(source);
-    else throw new UsageError("Reading files is not available here");
+    } else if (io.readFile) {
+      message = await io.readFile(source).catch((e) => {
+        const code = (e as { code?: string }).code;
+        throw new UsageError(
+          `Cannot read ${source}: ${code === "ENOENT" ? "no such file" : (e as Error).message}`,
+        );
+      });
+    } else throw new UsageError("Reading files is not available here");
 
     // Envelope defaults come from the message's headers, as a user would expect.
     const headerText = decodeText(message.subarray(0, Math.min(message.length, 64 * 1024)));
@@ -305,7 +313,7 @@ export const sendCommand: Subcommand = {
     let failure: Error | undefined;
     let open: { conn: Connection; client?: MilterClient } | undefined;
     const dial = async () => {
-      open = { conn: await connect(values.connect!, { timeoutMs: timeout }) };
+      open = { conn: await connect(filterAt, { timeoutMs: timeout }) };
       open.client = await MilterClient.open(open.conn, clientOptions);
       first ??= open.client;
       return open.client;

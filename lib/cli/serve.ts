@@ -12,6 +12,7 @@ import type { Fallback } from "../filter/session.ts";
 import { createLogger, type LogLevel } from "../server/log.ts";
 import { loggingFilter } from "../server/logging_filter.ts";
 import { listen, type MilterServer } from "../server/server.ts";
+import { parseSocketSpec } from "../server/socket_spec.ts";
 import { describeFilter, type LoadedScript, loadScript } from "./script.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 
@@ -117,6 +118,7 @@ export const serveCommand: Subcommand = {
       throw new UsageError(`Expected at most one SCRIPT, got ${positionals.length}`);
     }
     const script = positionals[0];
+    const listenAt = parseSocketSpec(values.listen!);
     const format = values["log-format"] ?? (io.isTty ? "text" : "json");
     if (format !== "text" && format !== "json") {
       throw new UsageError(`--log-format must be text or json, got ${format}`);
@@ -166,7 +168,7 @@ export const serveCommand: Subcommand = {
     }
 
     const clean = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
-    const server: MilterServer = await listen(values.listen!, filter, { ...clean, logger: log });
+    const server: MilterServer = await listen(listenAt, filter, { ...clean, logger: log });
     let http: HttpServer | undefined;
     if (metricsPort !== undefined) {
       http = createServer((req, res) => {

@@ -40,6 +40,8 @@ export class SocketSpecError extends MilterError {
   readonly spec: string;
   /** Which part is wrong. */
   readonly problem: SocketSpecProblem;
+  /** A spec that is probably what was meant (`inet:8890@127.0.0.1` for `8890`), if any. */
+  readonly suggestion: string | undefined;
 
   /**
    * Creates the error.
@@ -47,25 +49,37 @@ export class SocketSpecError extends MilterError {
    * @param message What is wrong, naming the part.
    * @param spec The spec as given.
    * @param problem Which part is wrong.
+   * @param suggestion A spec that is probably what was meant.
    */
-  constructor(message: string, spec: string, problem: SocketSpecProblem) {
+  constructor(message: string, spec: string, problem: SocketSpecProblem, suggestion?: string) {
     super(message);
     this.name = "SocketSpecError";
     this.spec = spec;
     this.problem = problem;
+    this.suggestion = suggestion;
   }
 }
 
 const LOOPBACK4 = "127.0.0.1";
 const LOOPBACK6 = "::1";
 
-function fail(spec: string, problem: SocketSpecProblem, detail: string): never {
+function fail(
+  spec: string,
+  problem: SocketSpecProblem,
+  detail: string,
+  suggestion?: string,
+): never {
   throw new SocketSpecError(
-    `Invalid socket spec ${JSON.stringify(spec)}: ${detail}`,
+    `Invalid socket spec ${JSON.stringify(spec)}: ${detail}` +
+      (suggestion === undefined ? "" : `; did you mean ${suggestion}?`),
     spec,
     problem,
+    suggestion,
   );
 }
+
+/** Words people write for "TCP" in front of a port that are not a scheme (nor a host). */
+const NOT_A_SCHEME = new Set(["tcp", "tcp4", "tcp6", "ip", "ipv4", "ipv6", "inet4", "port"]);
 
 function parsePort(spec: string, text: string): number {
   if (!/^[0-9]{1,5}$/.test(text)) {
@@ -157,10 +171,28 @@ export function parseSocketSpec(spec: string): SocketAddress {
   if (text.startsWith("[")) return tcp(spec, text, true);
   const colon = text.indexOf(":");
   if (colon < 0) {
-    fail(spec, "scheme", 'expected "inet:", "inet6:", "unix:", "local:" or "HOST:PORT"');
+    const suggestion = /^[0-9]{1,5}$/.test(text) ? `inet:${text}@${LOOPBACK4}` : undefined;
+    fail(
+      spec,
+      "scheme",
+      suggestion === undefined
+        ? 'expected "inet:", "inet6:", "unix:", "local:" or "HOST:PORT"'
+        : "a port alone is not a socket spec",
+      suggestion,
+    );
   }
   const scheme = text.slice(0, colon).toLowerCase();
   const rest = text.slice(colon + 1);
+  if (NOT_A_SCHEME.has(scheme)) {
+    const v6 = scheme.endsWith("6");
+    let meant = v6 ? `inet6:PORT@${LOOPBACK6}` : `inet:PORT@${LOOPBACK4}`;
+    try {
+      meant = formatSocketSpec(tcp(spec, rest, v6));
+    } catch {
+      // Not even the rest parses: suggest the shape.
+    }
+    fail(spec, "scheme", `${JSON.stringify(scheme)} is not a scheme`, meant);
+  }
   switch (scheme) {
     case "inet":
       return tcp(spec, rest, false);

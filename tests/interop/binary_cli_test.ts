@@ -83,7 +83,57 @@ describe("milterkit binary: help, version and usage errors", () => {
   it("send to a port nobody listens on fails with exit 1 and says why", async () => {
     const r = await runBinary(["send", "-c", "inet:1@127.0.0.1", "examples/messages/plain.eml"]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /Cannot connect to inet:1@127\.0\.0\.1: connection refused/);
+    assert.match(
+      r.stderr,
+      /^milterkit send: Cannot connect to inet:1@127\.0\.0\.1: connection refused/,
+    );
+    assert.doesNotMatch(r.stderr, /\w+Error\b/);
+  });
+
+  it("every usage or input error exits 2 with one line, a short hint and no class name", async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [["send", "-c", "18801"], /did you mean inet:18801@127\.0\.0\.1\?/],
+      [["serve", "--listen", "8890"], /did you mean inet:8890@127\.0\.0\.1\?/],
+      [["serve", "--listen", "tcp:8890"], /did you mean inet:8890@127\.0\.0\.1\?/],
+      [["serve", "--listen", "inet:99999@127.0.0.1"], /port 99999 is out of range/],
+      [["proxy", "--listen", "8891", "-u", "inet:8890@127.0.0.1"], /did you mean inet:8891@/],
+      [["proxy", "--listen", "inet:8891@127.0.0.1", "-u", "tcp:8890"], /did you mean inet:8890@/],
+      [["bench", "-c", "8890", "--total", "1"], /did you mean inet:8890@127\.0\.0\.1\?/],
+      [["dump", "--bogus"], /unknown option '--bogus'$/im],
+      [["serve", "--log-level", "loud"], /--log-level must be/],
+      [
+        ["send", "-c", "inet:1@127.0.0.1", "/nonexistent.eml"],
+        /Cannot read \/nonexistent\.eml: no such file$/,
+      ],
+    ];
+    for (const [args, reason] of cases) {
+      const r = await runBinary(args, { timeoutMs: 10_000 });
+      const what = `${args.join(" ")}:\n${r.stderr}`;
+      assert.equal(r.code, 2, what);
+      const lines = r.stderr.trimEnd().split("\n");
+      assert.match(lines[0]!, new RegExp(`^milterkit ${args[0]}: `), what);
+      assert.match(lines[0]!, reason, what);
+      assert.deepEqual(lines.slice(1), [
+        r.stderr.match(/^Usage: milterkit .*$/m)?.[0],
+        `"milterkit ${args[0]} --help" lists every option.`,
+      ], what);
+      assert.doesNotMatch(r.stderr, /\w+Error\b/, what);
+      assert.equal(r.stdout, "");
+    }
+  });
+
+  it("a Unix socket in a missing directory is reported as a missing directory", async () => {
+    const serve = await runBinary(["serve", "--listen", "unix:/nonexistent-dir/m.sock"]);
+    assert.equal(serve.code, 1);
+    assert.match(serve.stderr, /the directory \/nonexistent-dir does not exist/);
+    const send = await runBinary(["send", "-c", "unix:/nonexistent-dir/m.sock", "-"], {
+      stdin: "To: a@example.test\n\nhi\n",
+    });
+    assert.equal(send.code, 1);
+    assert.match(
+      send.stderr,
+      /Cannot connect to .*: the directory \/nonexistent-dir does not exist/,
+    );
   });
 });
 
@@ -153,6 +203,7 @@ describe("milterkit serve --check", () => {
       const missing = await runBinary(["serve", join(dir, "missing.ts"), "--check"]);
       assert.equal(missing.code, 1);
       assert.match(missing.stderr, /missing\.ts: no such file/);
+      for (const r of [noDefault, syntax, missing]) assert.doesNotMatch(r.stderr, /ScriptError/);
     });
   });
 });

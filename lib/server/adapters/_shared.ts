@@ -8,6 +8,8 @@
 
 import { connect as netConnect } from "node:net";
 import { chmod, lstat, unlink } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { dirname } from "node:path";
 import { formatSocketSpec, type SocketAddress } from "../socket_spec.ts";
 import { ConnectionClosedError, MilterError, MilterTimeoutError } from "../../wire/errors.ts";
 import type { ConnectOptions, ListenOptions } from "./types.ts";
@@ -63,6 +65,15 @@ function reason(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+/** The reason, naming a missing directory of a Unix socket path rather than a missing file. */
+function reasonAt(address: SocketAddress, e: unknown): string {
+  if (address.transport === "unix" && errorCode(e) === "ENOENT") {
+    const dir = dirname(address.path);
+    if (!existsSync(dir)) return `the directory ${dir} does not exist (ENOENT)`;
+  }
+  return reason(e);
+}
+
 /**
  * Maps a runtime socket failure to {@link ConnectionClosedError}, keeping the original as cause.
  */
@@ -74,15 +85,18 @@ export function closedError(doing: string, e: unknown): ConnectionClosedError {
 /** The error for a failed connect, naming the address. */
 export function connectError(address: SocketAddress, e: unknown): Error {
   if (e instanceof MilterError) return e;
-  return new ConnectionClosedError(`Cannot connect to ${formatSocketSpec(address)}: ${reason(e)}`, {
-    cause: e,
-  });
+  return new ConnectionClosedError(
+    `Cannot connect to ${formatSocketSpec(address)}: ${reasonAt(address, e)}`,
+    {
+      cause: e,
+    },
+  );
 }
 
 /** The error for a failed listen, naming the address. */
 export function listenError(address: SocketAddress, e: unknown): Error {
   if (e instanceof MilterError) return e;
-  return new MilterError(`Cannot listen on ${formatSocketSpec(address)}: ${reason(e)}`, {
+  return new MilterError(`Cannot listen on ${formatSocketSpec(address)}: ${reasonAt(address, e)}`, {
     cause: e,
   });
 }
