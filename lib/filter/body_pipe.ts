@@ -6,7 +6,9 @@
  */
 
 /**
- * Feeds chunks into a `ReadableStream`, waiting while the stream's queue is full.
+ * Feeds chunks into a `ReadableStream`, waiting while the stream's queue is full. Once the
+ * consumer cancels the stream or the producer {@link BodyPipe.stop}s it, queued chunks are
+ * dropped and later ones are never queued: memory stays bounded by the high-water mark.
  *
  * @example
  * ```ts
@@ -25,6 +27,7 @@ export class BodyPipe {
   readonly stream: ReadableStream<Uint8Array>;
   #controller!: ReadableStreamDefaultController<Uint8Array>;
   #wake: (() => void) | undefined;
+  #room: Promise<void> | undefined;
   #cancelled = false;
   #closed = false;
 
@@ -49,7 +52,7 @@ export class BodyPipe {
     );
   }
 
-  /** True once the consumer cancelled the stream (later chunks are dropped). */
+  /** True once the consumer cancelled the stream or the producer stopped it. */
   get cancelled(): boolean {
     return this.#cancelled;
   }
@@ -57,7 +60,29 @@ export class BodyPipe {
   #release(): void {
     const w = this.#wake;
     this.#wake = undefined;
+    this.#room = undefined;
     w?.();
+  }
+
+  /**
+   * Queues a chunk without waiting (dropped once cancelled or closed).
+   *
+   * @param chunk Bytes to add.
+   * @returns True while the queue has room for more; false when the producer should wait for
+   * {@link BodyPipe.room}.
+   */
+  offer(chunk: Uint8Array): boolean {
+    if (this.#cancelled || this.#closed) return true;
+    this.#controller.enqueue(chunk);
+    return (this.#controller.desiredSize ?? 1) > 0;
+  }
+
+  /** Resolves when the consumer reads (the queue has room again), cancels, or the pipe stops. */
+  room(): Promise<void> {
+    if (this.#cancelled || this.#closed || (this.#controller.desiredSize ?? 1) > 0) {
+      return Promise.resolve();
+    }
+    return this.#room ??= new Promise<void>((r) => (this.#wake = r));
   }
 
   /**
@@ -68,19 +93,9 @@ export class BodyPipe {
    * @param until Stop waiting when this settles (e.g. the consumer's handler finished).
    */
   async push(chunk: Uint8Array, until?: Promise<unknown>): Promise<void> {
-    if (this.#cancelled || this.#closed) return;
-    this.#controller.enqueue(chunk);
-    let done = false;
-    until?.then(() => {
-      done = true;
-      this.#release();
-    }, () => {
-      done = true;
-      this.#release();
-    });
-    while (!this.#cancelled && !done && (this.#controller.desiredSize ?? 1) <= 0) {
-      await new Promise<void>((r) => (this.#wake = r));
-    }
+    if (this.offer(chunk)) return;
+    const done = until?.then(() => {}, () => {});
+    await (done ? Promise.race([this.room(), done]) : this.room());
   }
 
   /** Ends the stream (end of message). */
@@ -95,5 +110,19 @@ export class BodyPipe {
     if (this.#closed || this.#cancelled) return;
     this.#closed = true;
     this.#controller.error(reason);
+    this.#release();
+  }
+
+  /**
+   * Cancels from the producer's side: queued chunks are dropped, later ones ignored, a waiting
+   * producer released. Used when the consumer settled without reading everything.
+   *
+   * @param reason What a late reader of the stream sees.
+   */
+  stop(reason: unknown): void {
+    if (this.#cancelled) return;
+    if (!this.#closed) this.#controller.error(reason);
+    this.#cancelled = true;
+    this.#release();
   }
 }

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { concatBytes } from "../wire/concat.ts";
 import { MilterProtocolError } from "../wire/errors.ts";
 import { parseAddress, splitEsmtpArgs } from "./esmtp.ts";
 import { type MessageHeader, type ParsedMessage, parseHeaderField, toCrlf } from "./message.ts";
@@ -104,18 +105,6 @@ function findOccurrence(entries: Entry[], name: string, index: number, mta: MtaS
     if (++seen === index) return i;
   }
   return -1;
-}
-
-function concatChunks(chunks: readonly Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const c of chunks) n += c.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const c of chunks) {
-    out.set(c, o);
-    o += c.length;
-  }
-  return out;
 }
 
 /**
@@ -257,7 +246,7 @@ export function applyModifications(
   return {
     message: {
       headers: entries.filter((e) => !e.deleted).map((e) => ({ name: e.name, value: e.value })),
-      body: body === undefined ? message.body : toCrlf(concatChunks(body)),
+      body: body === undefined ? message.body : toCrlf(concatBytes(body)),
     },
     envelope: { sender, senderArgs, recipients },
     quarantine,

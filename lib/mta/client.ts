@@ -6,6 +6,7 @@
  * @module
  */
 
+import { concatBytes } from "../wire/concat.ts";
 import { judgeOptnegReply, MTA_OFFERS } from "./negotiate.ts";
 import type { MtaOffer } from "./negotiate.ts";
 import { FrameChannel } from "./io.ts";
@@ -29,19 +30,6 @@ import { DEFAULT_MAX_FRAME_DATA, MILTER_CHUNK_SIZE, SMFIP } from "../wire/consta
 import type { ConnectInfo } from "../mail/envelope.ts";
 
 const CONTINUE: FinalReply = { type: "continue" };
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
 
 /**
  * An MTA-side milter connection. Create it with {@link MilterClient.open} (which negotiates),
@@ -483,7 +471,7 @@ export class MilterClient {
   ): { bytes: Uint8Array; commands: Command[] } {
     const macro = macroCommand(letter, macros, this.macroLists, this.macroStyle);
     const commands = [...(macro ? [macro] : []), ...(cmd ? [cmd] : [])];
-    return { bytes: concat(commands.map(encodeCommand)), commands };
+    return { bytes: concatBytes(commands.map(encodeCommand)), commands };
   }
 
   async #event(
