@@ -13,19 +13,22 @@ import {
   decodeReply,
   defineFilter,
   encodeCommand,
-  endSession,
   FrameDecoder,
   listen,
-  MilterClient,
   type MilterServer,
   readRecording,
   type Reply,
-  runTransaction,
 } from "../mod.ts";
 import { dumpCommand } from "../lib/cli/dump.ts";
 import type { Command } from "../lib/wire/types.ts";
 import { fakeIo } from "./helpers/fake_io.ts";
-import { type ProxyChild, startProxy, stoppedCleanly, terminate } from "./helpers/proxy_child.ts";
+import {
+  type ProxyChild,
+  startProxy,
+  stoppedCleanly,
+  terminate,
+  transactionThrough,
+} from "./helpers/proxy_child.ts";
 
 const TIMEOUT = { timeout: 60_000 };
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -35,19 +38,7 @@ const filter = defineFilter({
   eom: (ctx) => ctx.addHeader("X-Proxied", "yes"),
 });
 
-/** One whole transaction through the proxy with the MTA engine. */
-async function transaction(port: number, n: number): Promise<string> {
-  const client = await MilterClient.open(await connectSocket(`inet:${port}@127.0.0.1`));
-  const r = await runTransaction(client, {
-    connect: { hostname: "client.example", family: "inet", address: "192.0.2.1", port: 4000 + n },
-    helo: "client.example",
-    from: `<sender${n}@example.test>`,
-    rcpts: [`<rcpt${n}@example.test>`],
-    message: new TextEncoder().encode(`Subject: message ${n}\r\n\r\n${"body line\r\n".repeat(20)}`),
-  });
-  await endSession(client);
-  return r.verdict.type;
-}
+const transaction = (port: number, n: number) => transactionThrough(port, n);
 
 /** A raw MTA over node:net that knows every byte it sent and received. */
 class RawMta {

@@ -5,7 +5,6 @@
  * @module
  */
 
-import { closeSync, openSync, renameSync, statSync, writeSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { SessionAnnotator } from "../inspect/annotate/annotator.ts";
 import type { AnnotatedEvent, MessageSummary } from "../inspect/annotate/types.ts";
@@ -16,6 +15,7 @@ import { createLogger } from "../server/log.ts";
 import { connect, listen } from "../server/net.ts";
 import { proxyConnection, type UpstreamFailurePolicy } from "../inspect/proxy.ts";
 import { RecordingWriter } from "../inspect/recording.ts";
+import { RecordingFile } from "../inspect/recording_file.ts";
 import { describeOutcome } from "../inspect/timeline.ts";
 import { displayText } from "../wire/text.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
@@ -38,6 +38,9 @@ Options:
       --redact                   leave header values and body bytes out of the recording
       --rotate-size BYTES        start a new recording file past this size (FILE.1, FILE.2, …)
       --rotate-keep N            rotated files kept (default 5)
+      --record-buffer BYTES      recording held in memory while the disk is slow
+                                 (default 8388608); past it lines are dropped
+
       --on-upstream-failure KIND what the MTA is told when the filter is down or dies:
                                  tempfail (default), accept, reject, or close (the MTA
                                  then applies its own milter_default_action)
@@ -52,56 +55,18 @@ Options:
 Signals: SIGTERM/SIGINT stop accepting and let open sessions finish (a second
 one stops at once).
 
+The recording never holds up mail: lines are written in batches without
+waiting for the disk (a kill loses at most the last few milliseconds). When
+the disk is full, fails or cannot keep up, the error is logged once per cause,
+lines are dropped and counted, writing is retried every second, and sessions
+that lost lines are marked incomplete in the recording.
+
 Examples:
   milterkit proxy -l inet:8891@127.0.0.1 -u inet:8890@127.0.0.1
   milterkit proxy -l inet:8891@127.0.0.1 -u unix:/run/opendkim/opendkim.sock -r dkim.jsonl --redact
 
 Then point Postfix at the proxy: smtpd_milters = inet:127.0.0.1:8891
 `;
-
-/** A recording sink: one line per write (no buffering here), rotated by size. */
-class RecordingFile {
-  #fd: number;
-  #size: number;
-  readonly #path: string;
-  readonly #limit: number;
-  readonly #keep: number;
-  readonly #header: string[] = [];
-
-  constructor(path: string, limit: number, keep: number) {
-    this.#path = path;
-    this.#limit = limit;
-    this.#keep = keep;
-    this.#fd = openSync(path, "a", 0o640);
-    this.#size = statSync(path).size;
-  }
-
-  write(line: string): void {
-    if (this.#header.length === 0) this.#header.push(line);
-    if (this.#limit > 0 && this.#size > this.#limit) this.#rotate();
-    const data = line + "\n";
-    // writeSync: the line is in the kernel when this returns, so a kill loses nothing written.
-    this.#size += writeSync(this.#fd, data);
-  }
-
-  #rotate(): void {
-    closeSync(this.#fd);
-    for (let i = this.#keep - 1; i >= 1; i--) {
-      try {
-        renameSync(`${this.#path}.${i}`, `${this.#path}.${i + 1}`);
-      } catch { /* missing */ }
-    }
-    renameSync(this.#path, `${this.#path}.1`);
-    this.#fd = openSync(this.#path, "a", 0o640);
-    this.#size = 0;
-    // Each file starts with the header line, so it reads on its own.
-    for (const h of this.#header) this.#size += writeSync(this.#fd, h + "\n");
-  }
-
-  close(): void {
-    closeSync(this.#fd);
-  }
-}
 
 const ARROW: Readonly<Record<Direction, string>> = { "to-filter": "→", "to-mta": "←" };
 
@@ -135,6 +100,7 @@ export const proxyCommand: Subcommand = {
         redact: { type: "boolean", default: false },
         "rotate-size": { type: "string", default: "0" },
         "rotate-keep": { type: "string", default: "5" },
+        "record-buffer": { type: "string", default: String(8 << 20) },
         "on-upstream-failure": { type: "string", default: "tempfail" },
         "connect-timeout": { type: "string", default: "5000" },
         "shutdown-grace": { type: "string", default: "30000" },
@@ -164,6 +130,7 @@ export const proxyCommand: Subcommand = {
     };
     const rotateSize = num("rotate-size", values["rotate-size"]!);
     const rotateKeep = Math.max(1, num("rotate-keep", values["rotate-keep"]!));
+    const recordBuffer = num("record-buffer", values["record-buffer"]!);
     const connectTimeout = num("connect-timeout", values["connect-timeout"]!);
     const shutdownGrace = num("shutdown-grace", values["shutdown-grace"]!);
     const color = values.color === "always" || (values.color === "auto" && io.isTty);
@@ -174,13 +141,27 @@ export const proxyCommand: Subcommand = {
       sink: (l) => io.stderr(l + "\n"),
     });
 
-    const file = values.record
-      ? new RecordingFile(values.record, rotateSize, rotateKeep)
-      : undefined;
+    let file: RecordingFile | undefined;
+    if (values.record) {
+      try {
+        file = new RecordingFile(values.record, {
+          rotateSize,
+          rotateKeep,
+          maxQueuedBytes: recordBuffer,
+          onProblem: (p) =>
+            p.kind === "failed"
+              ? log.error(p.message, { cause: p.cause, lostLines: p.lostLines })
+              : log.warn(p.message, { cause: p.cause, lostLines: p.lostLines }),
+        });
+      } catch (e) {
+        throw new UsageError(`--record ${values.record}: ${(e as Error).message}`);
+      }
+    }
     const recorder = file
       ? new RecordingWriter((l) => file.write(l), {
         redact: values.redact,
         header: { tool: `milterkit ${VERSION}`, upstream },
+        lostLines: () => file.lostLines,
       })
       : undefined;
 
@@ -294,13 +275,19 @@ export const proxyCommand: Subcommand = {
       const p = handle(conn).catch((e) => log.error("session failed", { error: e }));
       sessions.add(p);
       void p.finally(() => {
+        // Whatever went wrong (a recording error, a bug), the MTA is never left hanging.
+        conn.close();
         sessions.delete(p);
         open.delete(conn);
       });
     }
     await Promise.all(sessions);
     clearTimeout(graceTimer);
-    file?.close();
+    if (file) {
+      await file.close();
+      const { lines, lostLines, causes } = file.stats;
+      if (lostLines > 0) log.warn("recording incomplete", { lines, lostLines, ...causes });
+    }
     log.info("proxy stopped", { listen: where });
     return EXIT.OK;
   },

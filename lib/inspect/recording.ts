@@ -60,10 +60,19 @@ export interface RecordingWriterOptions {
   readonly now?: () => number;
   /** Extra fields for the header line (e.g. `{ tool: "milterkit 0.1.0" }`). */
   readonly header?: Readonly<Record<string, unknown>>;
+  /**
+   * How many lines the sink has lost so far ({@link RecordingFile.lostLines}). When it grows
+   * during a session, that session's recording is cut: a note says so and its later data is
+   * left out, so no session is recorded with a hole in its byte stream.
+   */
+  readonly lostLines?: () => number;
 }
 
 interface WriterSession {
   readonly annotator: SessionAnnotator | undefined;
+  /** The sink's lost-line count when the session started. */
+  readonly lost: number;
+  cut: boolean;
   readonly decoders: Record<Direction, FrameDecoder>;
   readonly failed: Record<Direction, boolean>;
 }
@@ -101,6 +110,7 @@ export class RecordingWriter {
   readonly #redact: boolean;
   readonly #events: boolean;
   readonly #now: () => number;
+  readonly #lostLines: () => number;
   readonly #sessions = new Map<string, WriterSession>();
 
   /**
@@ -114,6 +124,7 @@ export class RecordingWriter {
     this.#redact = options.redact ?? false;
     this.#events = options.events ?? true;
     this.#now = options.now ?? Date.now;
+    this.#lostLines = options.lostLines ?? (() => 0);
     this.#sink(JSON.stringify({
       format: RECORDING_FORMAT,
       version: RECORDING_VERSION,
@@ -136,6 +147,8 @@ export class RecordingWriter {
   start(session: string, info: { mta?: string; filter?: string; time?: number } = {}): void {
     this.#sessions.set(session, {
       annotator: this.#events ? new SessionAnnotator({ keepEvents: false }) : undefined,
+      lost: this.#lostLines(),
+      cut: false,
       decoders: { "to-filter": new FrameDecoder(), "to-mta": new FrameDecoder() },
       failed: { "to-filter": false, "to-mta": false },
     });
@@ -155,6 +168,17 @@ export class RecordingWriter {
     const t = time ?? this.#now();
     if (s === undefined) {
       throw new RangeError(`Session ${JSON.stringify(session)} was not started`);
+    }
+    if (s.cut) return;
+    if (this.#lostLines() !== s.lost) {
+      s.cut = true;
+      this.#line({
+        type: "note",
+        session,
+        t,
+        text: "recording lines were lost during this session; the rest of it is not recorded",
+      });
+      return;
     }
     if (!this.#redact) this.#line({ type: "data", session, t, dir, b64: toBase64(bytes) });
     if (s.failed[dir] || (!this.#redact && s.annotator === undefined)) return;

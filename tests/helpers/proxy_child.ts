@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { connectSocket, endSession, MilterClient, runTransaction } from "../../mod.ts";
 
 const CLI = fileURLToPath(new URL("../../cli.ts", import.meta.url));
 
@@ -128,4 +129,25 @@ export function runCli(
       resolve({ code: code ?? signal ?? -1, stdout: text(out), stderr: text(err) });
     });
   });
+}
+
+/**
+ * One whole transaction through a proxy (or any filter) on a loopback port with the MTA
+ * engine: sender and recipient numbered `n`, `bodyLines` lines of body. Resolves to the verdict.
+ */
+export async function transactionThrough(port: number, n: number, bodyLines = 20): Promise<string> {
+  const client = await MilterClient.open(await connectSocket(`inet:${port}@127.0.0.1`), {
+    commandTimeoutMs: 10_000,
+  });
+  const r = await runTransaction(client, {
+    connect: { hostname: "client.example", family: "inet", address: "192.0.2.1", port: 4000 + n },
+    helo: "client.example",
+    from: `<sender${n}@example.test>`,
+    rcpts: [`<rcpt${n}@example.test>`],
+    message: new TextEncoder().encode(
+      `Subject: message ${n}\r\n\r\n${"body line\r\n".repeat(bodyLines)}`,
+    ),
+  });
+  await endSession(client);
+  return r.verdict.type;
 }
