@@ -7,11 +7,21 @@
  *   npm run build -- --all                # every Linux target: dist/milterkit-<target>
  *   deno task build --deno             # deno compile (needs its denort base binary, see README)
  *   npm run build -- --node               # dist/milterkit.mjs: one JS file for `node milterkit.mjs`
+ *   npm run build -- --npm                # dist/npm/: the npm package's ES modules and .d.ts
+ *                                         # (npm pack runs it), package.json "exports" kept in step
  *
  * Runs under Bun or Deno; uses the bun/deno binaries from node_modules/.bin.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, statSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -31,6 +41,7 @@ const { values } = parseArgs({
     all: { type: "boolean", default: false },
     deno: { type: "boolean", default: false },
     node: { type: "boolean", default: false },
+    npm: { type: "boolean", default: false },
     outfile: { type: "string" },
   },
 });
@@ -44,9 +55,97 @@ function run(cmd: string, args: string[]): void {
   }
 }
 
+/** Every file under `dir`. */
+function walk(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]
+  );
+}
+
+/**
+ * dist/npm/: each entry point of deno.json "exports" (and cli.ts, the package's bin) as ES
+ * modules for Node sharing one copy of the code (split chunks), with .d.ts files emitted by
+ * tsc; package.json "exports" is rewritten when an entry point was added or removed.
+ */
+function buildNpm(): string {
+  const out = "dist/npm";
+  rmSync(join(root, out), { recursive: true, force: true });
+  const exportsMap = JSON.parse(readFileSync(join(root, "deno.json"), "utf8")).exports as Record<
+    string,
+    string
+  >;
+  const sources = Object.values(exportsMap);
+  run(bin("bun"), [
+    "build",
+    "--target=node",
+    "--format=esm",
+    "--splitting",
+    "--root",
+    ".",
+    "--outdir",
+    out,
+    "--entry-naming",
+    "[dir]/[name].[ext]",
+    "--chunk-naming",
+    "chunks/[name]-[hash].[ext]",
+    ...sources,
+    "cli.ts",
+  ]);
+  const cli = join(root, out, "cli.js");
+  writeFileSync(
+    cli,
+    readFileSync(cli, "utf8").replace(/^#![^\n]*\n/, "#!/usr/bin/env node\n"),
+    { mode: 0o755 },
+  );
+  const tsconfig = join(root, "dist", "tsconfig.npm.json");
+  writeFileSync(
+    tsconfig,
+    JSON.stringify({
+      extends: "../tsconfig.json",
+      compilerOptions: {
+        noEmit: false,
+        declaration: true,
+        emitDeclarationOnly: true,
+        outDir: "npm",
+        rootDir: "..",
+        paths: {},
+      },
+      include: [],
+      files: sources.map((s) => join("..", s)),
+    }),
+  );
+  run("node", [join(root, "node_modules", "typescript", "bin", "tsc"), "-p", tsconfig]);
+  rmSync(tsconfig);
+  // Declarations keep the sources' relative ".ts" specifiers; consumers resolve ".js" ones.
+  for (const f of walk(join(root, out)).filter((f) => f.endsWith(".d.ts"))) {
+    const text = readFileSync(f, "utf8");
+    const fixed = text.replace(
+      /((?:from|import)\s*\(?\s*["'])(\.\.?\/[^"']+)\.ts(["'])/g,
+      "$1$2.js$3",
+    );
+    if (fixed !== text) writeFileSync(f, fixed);
+  }
+  const pkgPath = join(root, "package.json");
+  const pkg = JSON.parse(readFileSync(pkgPath, "utf8"));
+  const wanted: Record<string, unknown> = {};
+  for (const [sub, src] of Object.entries(exportsMap)) {
+    const base = `./${out}/${src.replace(/^\.\//, "").replace(/\.ts$/, "")}`;
+    wanted[sub] = { types: `${base}.d.ts`, default: `${base}.js` };
+  }
+  wanted["./package.json"] = "./package.json";
+  if (JSON.stringify(pkg.exports) !== JSON.stringify(wanted)) {
+    pkg.exports = wanted;
+    writeFileSync(pkgPath, JSON.stringify(pkg, null, 2) + "\n");
+    console.log('package.json: "exports" updated from deno.json\'s entry points');
+  }
+  return out;
+}
+
 mkdirSync(join(root, "dist"), { recursive: true });
 const built: string[] = [];
-if (values.node) {
+if (values.npm) {
+  built.push(buildNpm());
+} else if (values.node) {
   const out = values.outfile ?? "dist/milterkit.mjs";
   run(bin("bun"), ["build", "--target=node", "cli.ts", "--outfile", out]);
   built.push(out);
@@ -83,5 +182,7 @@ if (values.node) {
   }
 }
 for (const f of built) {
-  console.log(`built ${f} (${(statSync(join(root, f)).size / 1048576).toFixed(1)} MiB)`);
+  const files = statSync(join(root, f)).isDirectory() ? walk(join(root, f)) : [join(root, f)];
+  const size = files.reduce((n, x) => n + statSync(x).size, 0);
+  console.log(`built ${f} (${(size / 1048576).toFixed(1)} MiB in ${files.length} files)`);
 }

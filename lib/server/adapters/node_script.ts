@@ -37,6 +37,7 @@ export function registerNodeHooks(
   );
   const hooks = `
 const toolkitSubpath = ${toolkitSubpath.toString()};
+const KEY = ${JSON.stringify(REGISTRY.description)};
 let names = {};
 export function initialize(data) { names = data; }
 export async function resolve(specifier, context, next) {
@@ -58,9 +59,7 @@ export async function resolve(specifier, context, next) {
 export async function load(url, context, next) {
   if (url.startsWith("milterkit-self:")) {
     const sub = url.slice("milterkit-self:".length);
-    const lines = ["const m = globalThis[Symbol.for(${
-    JSON.stringify(REGISTRY.description)
-  })][" + JSON.stringify(sub) + "];"];
+    const lines = ["const m = globalThis[Symbol.for(" + JSON.stringify(KEY) + ")][" + JSON.stringify(sub) + "];"];
     for (const k of names[sub]) lines.push("export const " + k + " = m[" + JSON.stringify(k) + "];");
     return { format: "module", source: lines.join("\\n"), shortCircuit: true };
   }
