@@ -36,6 +36,12 @@ export * from "./lib/server/logging_filter.ts";
 export * from "./lib/inspect/capture/pcap.ts";
 export * from "./lib/inspect/capture/tcp.ts";
 export * from "./lib/inspect/capture/sniff.ts";
+export * from "./lib/inspect/capture/reorder.ts";
+export {
+  RecordingReader,
+  type RecordingSessionInfo,
+  type RecordingSink,
+} from "./lib/inspect/recording_read.ts";
 export * from "./lib/inspect/annotate/annotator.ts";
 export * from "./lib/inspect/annotate/check.ts";
 export * from "./lib/inspect/annotate/feed.ts";

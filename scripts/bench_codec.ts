@@ -12,6 +12,7 @@
  * (optional argument: body size in MB, default 50).
  */
 import process from "node:process";
+import { concatBytes } from "../lib/wire/concat.ts";
 import {
   type Command,
   decodeCommand,
@@ -65,14 +66,7 @@ function buildSession(bodyBytes: number): Command[] {
 }
 
 function encodeAll(cmds: readonly Command[]): Uint8Array {
-  const parts = cmds.map(encodeCommand);
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let p = 0;
-  for (const part of parts) {
-    out.set(part, p);
-    p += part.length;
-  }
-  return out;
+  return concatBytes(cmds.map(encodeCommand));
 }
 
 /** Decodes chunks and returns the number of commands and body bytes seen (a checksum). */

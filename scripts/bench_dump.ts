@@ -16,17 +16,19 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { annotateStreams } from "../lib/inspect/annotate/feed.ts";
 import { dumpCommand } from "../lib/cli/dump.ts";
-import { encodeCommand } from "../lib/wire/command_codec.ts";
 import { readCapture } from "../lib/inspect/capture/pcap.ts";
-import { encodeReply } from "../lib/wire/reply_codec.ts";
 import { findMilterConversations } from "../lib/inspect/capture/tcp.ts";
-import type { Command, Reply } from "../lib/wire/types.ts";
-import { packet, pcapFile, type Rec, type Seg } from "../tests/helpers/pcap_build.ts";
+import {
+  mailSession,
+  packet,
+  pcapFile,
+  type Rec,
+  sessionSegments,
+} from "../tests/helpers/pcap_build.ts";
 
 const MB = 1e6;
 const targetMb = Number(process.argv[2] ?? process.argv.at(-1)) || 100;
 const RUNS = 3;
-const MSS = 65483; // loopback MTU 65536 − IP − TCP(+options)
 
 function runtimeName(): string {
   const v = process.versions as Record<string, string | undefined>;
@@ -39,87 +41,6 @@ function print(line: string): void {
   process.stdout.write(`${line}\n`);
 }
 
-/** The frames of one session, in order: [direction, bytes]. */
-function session(n: number, bodyBytes: number): [boolean, Uint8Array][] {
-  const out: [boolean, Uint8Array][] = [];
-  const c = (cmd: Command) => out.push([true, encodeCommand(cmd)]);
-  const r = (rep: Reply) => out.push([false, encodeReply(rep)]);
-  const ok = () => r({ type: "continue" });
-  c({ type: "optneg", version: 6, actions: 0x1ff, protocol: 0x1fffff });
-  r({ type: "optneg", version: 6, actions: 0x17, protocol: 0x300 });
-  c({ type: "macro", stage: "C", macros: [["j", "mx.example.test"], ["_", "client [192.0.2.7]"]] });
-  c({
-    type: "connect",
-    hostname: "client.example.test",
-    family: "inet",
-    port: 40000 + n,
-    address: "192.0.2.7",
-  });
-  ok();
-  c({ type: "helo", name: "client.example.test" });
-  ok();
-  c({ type: "mail", sender: `<sender${n}@example.test>`, args: ["SIZE=1000"] });
-  ok();
-  c({ type: "rcpt", recipient: "<user@example.test>", args: [] });
-  ok();
-  for (let h = 0; h < 12; h++) {
-    c({ type: "macro", stage: "L", macros: [["i", `Q${n}`]] });
-    c({ type: "header", name: `X-Header-${h}`, value: `value ${h} of message ${n}` });
-    ok();
-  }
-  c({ type: "eoh" });
-  ok();
-  const chunk = new Uint8Array(65535).fill(0x61);
-  for (let left = bodyBytes; left > 0; left -= 65535) {
-    c({ type: "body", chunk: left >= 65535 ? chunk : chunk.subarray(0, left) });
-    ok();
-  }
-  c({ type: "eom" });
-  r({ type: "addheader", name: "X-Scanned", value: "yes" });
-  r({ type: "chgheader", index: 1, name: "Subject", value: "[tagged]" });
-  ok();
-  c({ type: "abort" });
-  c({ type: "quit" });
-  return out;
-}
-
-/** TCP segments for one session; each frame group is sent as it happens, split at the MSS. */
-function segments(n: number, frames: [boolean, Uint8Array][], t0: number): Seg[] {
-  const mta = "127.0.0.1";
-  const sport = 20000 + (n % 40000);
-  let sm = 1000 + n;
-  let sf = 9000 + n;
-  let t = t0;
-  const segs: Seg[] = [
-    { src: mta, dst: mta, sport, dport: 9601, seq: sm - 1, flags: 0x02, time: t },
-    { src: mta, dst: mta, sport: 9601, dport: sport, seq: sf - 1, flags: 0x12, time: t },
-  ];
-  for (const [toFilter, bytes] of frames) {
-    for (let p = 0; p < bytes.length; p += MSS) {
-      const payload = bytes.subarray(p, p + MSS);
-      t += 0.01;
-      if (toFilter) {
-        segs.push({ src: mta, dst: mta, sport, dport: 9601, seq: sm, time: t, payload });
-        sm += payload.length;
-      } else {
-        segs.push({ src: mta, dst: mta, sport: 9601, dport: sport, seq: sf, time: t, payload });
-        sf += payload.length;
-      }
-    }
-  }
-  segs.push({ src: mta, dst: mta, sport, dport: 9601, seq: sm, flags: 0x11, time: t + 0.01 });
-  segs.push({
-    src: mta,
-    dst: mta,
-    sport: 9601,
-    dport: sport,
-    seq: sf,
-    flags: 0x11,
-    time: t + 0.02,
-  });
-  return segs;
-}
-
 function build(): { bytes: Uint8Array; sessions: number } {
   const recs: Rec[] = [];
   let size = 24;
@@ -128,7 +49,7 @@ function build(): { bytes: Uint8Array; sessions: number } {
   while (size < targetMb * MB) {
     // bodies from 2 KB to ~400 KB, so both per-frame and per-byte costs show
     const body = 2000 + ((n * 7919) % 400_000);
-    for (const s of segments(n, session(n, body), t0 + n * 50)) {
+    for (const s of sessionSegments(n, mailSession(n, body), t0 + n * 50)) {
       const data = packet(s, 1);
       recs.push({ time: s.time, data });
       size += 16 + data.length;

@@ -6,18 +6,11 @@
  * @module
  */
 
-import { open, readFile, stat } from "node:fs/promises";
-import { basename } from "node:path";
 import { parseArgs } from "node:util";
-import { annotateStreams, type StreamPair } from "../inspect/annotate/feed.ts";
 import type { Outcome } from "../inspect/annotate/annotator.ts";
-import { FrameDecoder } from "../wire/frame.ts";
 import { connect } from "../server/net.ts";
-import { readCapture } from "../inspect/capture/pcap.ts";
-import { SNIFF_BYTES, sniffInput } from "../inspect/capture/sniff.ts";
 import { renderReplay, replaySession } from "../inspect/replay.ts";
-import { readRecording, readSegmentLog } from "../inspect/recording.ts";
-import { findMilterConversations, looksLikeMtaStream } from "../inspect/capture/tcp.ts";
+import { readSessions } from "../inspect/sources.ts";
 import { renderTimeline, type SessionReport, sessionToJson } from "../inspect/timeline.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 
@@ -74,130 +67,6 @@ Examples:
 
 const VERDICTS = ["accept", "reject", "tempfail", "discard", "shutdown", "aborted", "incomplete"];
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isFile();
-  } catch {
-    return false;
-  }
-}
-
-function report(
-  id: string,
-  pair: StreamPair,
-  extra: { mta?: string; filter?: string; notes?: readonly string[] },
-): SessionReport {
-  const a = annotateStreams(pair);
-  return {
-    id,
-    ...(extra.mta !== undefined ? { mta: extra.mta } : {}),
-    ...(extra.filter !== undefined ? { filter: extra.filter } : {}),
-    notes: extra.notes ?? [],
-    summary: a.summary(),
-    events: a.events,
-  };
-}
-
-/** The first {@link SNIFF_BYTES} of a file and its size. */
-async function head(file: string): Promise<{ head: Uint8Array; size: number }> {
-  const fh = await open(file, "r");
-  try {
-    const size = (await fh.stat()).size;
-    const buf = new Uint8Array(Math.min(size, SNIFF_BYTES));
-    let got = 0;
-    while (got < buf.length) {
-      const { bytesRead } = await fh.read(buf, got, buf.length - got, got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
-    return { head: buf.subarray(0, got), size };
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Reads one FILE into session reports; `seen` avoids dumping a .bin pair twice. */
-async function load(file: string, seen: Set<string>): Promise<SessionReport[]> {
-  const name = basename(file);
-  const sniffed = await head(file);
-  const kind = sniffInput(sniffed.head, sniffed.size);
-  const bin = kind === "stream" ? /^(.*)\.(to-filter|to-mta)\.bin$/.exec(file) : null;
-  if (bin) {
-    const [, stem, dir] = bin;
-    if (seen.has(stem!)) return [];
-    seen.add(stem!);
-    const other = `${stem}.${dir === "to-filter" ? "to-mta" : "to-filter"}.bin`;
-    const mine = new Uint8Array(await readFile(file));
-    let theirs = (await exists(other)) ? new Uint8Array(await readFile(other)) : undefined;
-    if (
-      theirs !== undefined && theirs.length > 0 && sniffInput(theirs, theirs.length) !== "stream"
-    ) {
-      theirs = undefined;
-    }
-    const notes = theirs ? [] : [`Only the ${dir} direction (${basename(other)} not found)`];
-    const empty = new Uint8Array(0);
-    const pair = dir === "to-filter"
-      ? { toFilter: mine, toMta: theirs ?? empty }
-      : { toFilter: theirs ?? empty, toMta: mine };
-    return [report(basename(stem!), pair, { notes })];
-  }
-  const bytes = new Uint8Array(await readFile(file));
-  if (kind === "pcap" || kind === "pcapng") {
-    const capture = readCapture(bytes);
-    const convs = findMilterConversations(capture.packets);
-    return convs.map((c, i) =>
-      report(`${name}#s${c.index}`, c, {
-        mta: `${c.mta.address}:${c.mta.port}`,
-        filter: `${c.filter.address}:${c.filter.port}`,
-        notes: [...(i === 0 ? capture.notes : []), ...c.notes],
-      })
-    );
-  }
-  if (kind === "recording") {
-    const rec = readRecording(new TextDecoder().decode(bytes));
-    return rec.sessions.map((s, i) =>
-      report(`${name}#${s.id}`, s, {
-        ...(s.mta !== undefined ? { mta: s.mta } : {}),
-        ...(s.filter !== undefined ? { filter: s.filter } : {}),
-        notes: [
-          ...(i === 0 ? rec.notes : []),
-          ...s.notes,
-          ...(s.endReason === undefined ? ["The recording stops before this session ended"] : []),
-        ],
-      })
-    );
-  }
-  if (kind === "segment-log") {
-    const log = readSegmentLog(new TextDecoder().decode(bytes));
-    return [report(name.replace(/\.jsonl$/, ""), log, { notes: log.notes })];
-  }
-  const toFilter = guessMtaSide(bytes);
-  const empty = new Uint8Array(0);
-  return [
-    report(name, toFilter ? { toFilter: bytes, toMta: empty } : { toFilter: empty, toMta: bytes }, {
-      notes: [
-        `Only one direction; guessed ${toFilter ? "MTA to filter" : "filter to MTA"} from content`,
-      ],
-    }),
-  ];
-}
-
-/**
- * Guesses whether a lone stream came from the MTA: both sides start with a 13-byte OPTNEG, so
- * the frames after it decide (commands are upper-case letters, replies are not).
- */
-function guessMtaSide(bytes: Uint8Array): boolean {
-  let frames: { code: number }[] = [];
-  try {
-    frames = new FrameDecoder({ maxDataSize: 16 * 1024 * 1024 }).push(bytes).slice(1, 20);
-  } catch {
-    // undecodable: fall back to the first frame alone
-  }
-  if (frames.length === 0) return looksLikeMtaStream(bytes);
-  const upper = frames.filter((f) => f.code >= 0x41 && f.code <= 0x5a).length;
-  return upper * 2 > frames.length;
-}
-
 function matches(
   r: SessionReport,
   want: { sessions: string[]; from?: string; rcpt?: string; verdict?: string },
@@ -233,9 +102,9 @@ async function replay(
   const seen = new Set<string>();
   const found: SessionReport[] = [];
   for (const file of files) {
-    for (const r of await load(file, seen)) {
+    await readSessions(file, (r) => {
       if (matches(r, { sessions: [id] })) found.push(r);
-    }
+    }, { seen });
   }
   if (found.length !== 1) {
     io.stderr(
@@ -320,16 +189,8 @@ export const dumpCommand: Subcommand = {
     let issues = 0;
     const seen = new Set<string>();
     for (const file of positionals) {
-      let reports: SessionReport[];
-      try {
-        reports = await load(file, seen);
-      } catch (e) {
-        io.stderr(`milterkit dump: ${file}: ${describeError(e)}\n`);
-        failed = true;
-        continue;
-      }
-      for (const r of reports) {
-        if (!matches(r, { ...values, sessions: values.session })) continue;
+      const show = (r: SessionReport) => {
+        if (!matches(r, { ...values, sessions: values.session })) return;
         shown++;
         issues += r.summary.issues.length;
         if (values.json) {
@@ -343,6 +204,19 @@ export const dumpCommand: Subcommand = {
         } else {
           io.stdout((shown > 1 ? "\n" : "") + renderTimeline(r, { color, raw: values.raw }));
         }
+      };
+      try {
+        const result = await readSessions(file, show, {
+          seen,
+          keepEvents: !values.json || values.raw,
+        });
+        for (const note of result.notes) io.stderr(`milterkit dump: ${file}: note: ${note}\n`);
+        if (result.sessions === 0 && result.kind !== "stream") {
+          io.stderr(`milterkit dump: ${file}: no milter session found (${result.kind})\n`);
+        }
+      } catch (e) {
+        io.stderr(`milterkit dump: ${file}: ${describeError(e)}\n`);
+        failed = true;
       }
     }
     if (shown === 0 && !failed) {

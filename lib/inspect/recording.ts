@@ -44,6 +44,7 @@
 import { SessionAnnotator } from "./annotate/annotator.ts";
 import { decodedToJson, describeDecoded } from "./annotate/render.ts";
 import { decodeCommand, encodeCommand } from "../wire/command_codec.ts";
+import { concatBytes } from "../wire/concat.ts";
 import { encodeFrame, FrameDecoder } from "../wire/frame.ts";
 import { decodeReply, encodeReply } from "../wire/reply_codec.ts";
 import { RECORDING_FORMAT, RECORDING_VERSION } from "./recording_read.ts";
@@ -202,7 +203,7 @@ export class RecordingWriter {
     if (this.#redact) frames = frames.map((f) => redactFrame(f, dir));
     if (this.#redact && frames.length > 0) {
       const parts = frames.map((f) => encodeFrame(f.code, f.payload));
-      this.#line({ type: "data", session, t, dir, b64: toBase64(concat(parts)) });
+      this.#line({ type: "data", session, t, dir, b64: toBase64(concatBytes(parts)) });
     }
     if (s.annotator === undefined) return;
     for (const f of frames) {
@@ -293,16 +294,6 @@ export function redactFrame(frame: Frame, dir: Direction): Frame {
 function withoutValue<T extends object>(d: T): T {
   if (!("value" in d)) throw new TypeError("Frame has no header value");
   return { ...d, value: "" };
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let p = 0;
-  for (const part of parts) {
-    out.set(part, p);
-    p += part.length;
-  }
-  return out;
 }
 
 function toBase64(bytes: Uint8Array): string {

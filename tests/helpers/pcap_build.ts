@@ -4,6 +4,10 @@
  * or pcapng.
  */
 
+import { encodeCommand } from "../../lib/wire/command_codec.ts";
+import { encodeReply } from "../../lib/wire/reply_codec.ts";
+import type { Command, Reply } from "../../lib/wire/types.ts";
+
 /** One TCP segment to synthesise. */
 export interface Seg {
   src: string;
@@ -317,4 +321,117 @@ export function conversationSegments(
   const end = t0 + (log.at(-1)?.t ?? 0) * 1000 + 1;
   out.push(m(sm, FIN | ACK, end), f(sf, FIN | ACK, end + 0.1));
   return out;
+}
+
+/** The frames of a Postfix-like session (macros, 12 headers, BODY frames, EOM with changes). */
+export function mailSession(n: number, bodyBytes: number): [boolean, Uint8Array][] {
+  const out: [boolean, Uint8Array][] = [];
+  const c = (cmd: Command) => out.push([true, encodeCommand(cmd)]);
+  const r = (rep: Reply) => out.push([false, encodeReply(rep)]);
+  const ok = () => r({ type: "continue" });
+  c({ type: "optneg", version: 6, actions: 0x1ff, protocol: 0x1fffff });
+  r({ type: "optneg", version: 6, actions: 0x17, protocol: 0x300 });
+  c({ type: "macro", stage: "C", macros: [["j", "mx.example.test"], ["_", "client [192.0.2.7]"]] });
+  c({
+    type: "connect",
+    hostname: "client.example.test",
+    family: "inet",
+    port: 40000 + n,
+    address: "192.0.2.7",
+  });
+  ok();
+  c({ type: "helo", name: "client.example.test" });
+  ok();
+  c({ type: "mail", sender: `<sender${n}@example.test>`, args: ["SIZE=1000"] });
+  ok();
+  c({ type: "rcpt", recipient: "<user@example.test>", args: [] });
+  ok();
+  for (let h = 0; h < 12; h++) {
+    c({ type: "macro", stage: "L", macros: [["i", `Q${n}`]] });
+    c({ type: "header", name: `X-Header-${h}`, value: `value ${h} of message ${n}` });
+    ok();
+  }
+  c({ type: "eoh" });
+  ok();
+  const chunk = new Uint8Array(65535).fill(0x61);
+  for (let left = bodyBytes; left > 0; left -= 65535) {
+    c({ type: "body", chunk: left >= 65535 ? chunk : chunk.subarray(0, left) });
+    ok();
+  }
+  c({ type: "eom" });
+  r({ type: "addheader", name: "X-Scanned", value: "yes" });
+  r({ type: "chgheader", index: 1, name: "Subject", value: "[tagged]" });
+  ok();
+  c({ type: "abort" });
+  c({ type: "quit" });
+  return out;
+}
+
+/** How {@link sessionSegments} cuts and disorders a session. */
+export interface SegmentOptions {
+  /** Largest payload per segment (default: loopback's 65483). */
+  mss?: number;
+  /** Swap every other pair of data segments of a direction (out of order, each a brief gap). */
+  swap?: boolean;
+  /** Leave out every Nth data segment (a capture with real gaps). */
+  dropEvery?: number;
+  /** Filter port (default 9601). */
+  port?: number;
+}
+
+/**
+ * TCP segments of session `n`, with handshake and FINs: each frame is sent as it happens, cut
+ * at the MSS, optionally swapped or thinned out.
+ */
+export function sessionSegments(
+  n: number,
+  frames: [boolean, Uint8Array][],
+  t0: number,
+  opts: SegmentOptions = {},
+): Seg[] {
+  const MSS = opts.mss ?? 65483; // loopback MTU 65536 − IP − TCP(+options)
+  const fport = opts.port ?? 9601;
+  const mta = "127.0.0.1";
+  const sport = 20000 + (n % 40000);
+  let sm = 1000 + n;
+  let sf = 9000 + n;
+  let t = t0;
+  const segs: Seg[] = [
+    { src: mta, dst: mta, sport, dport: fport, seq: sm - 1, flags: 0x02, time: t },
+    { src: mta, dst: mta, sport: fport, dport: sport, seq: sf - 1, flags: 0x12, time: t },
+  ];
+  let data = 0;
+  for (const [toFilter, bytes] of frames) {
+    const burst: Seg[] = [];
+    for (let p = 0; p < bytes.length; p += MSS) {
+      const payload = bytes.subarray(p, p + MSS);
+      t += 0.01;
+      data++;
+      if (toFilter) {
+        burst.push({ src: mta, dst: mta, sport, dport: fport, seq: sm, time: t, payload });
+        sm += payload.length;
+      } else {
+        burst.push({ src: mta, dst: mta, sport: fport, dport: sport, seq: sf, time: t, payload });
+        sf += payload.length;
+      }
+      if (opts.dropEvery !== undefined && data % opts.dropEvery === 0) burst.pop();
+    }
+    if (opts.swap) {
+      for (let i = 0; i + 1 < burst.length; i += 4) {
+        [burst[i], burst[i + 1]] = [burst[i + 1]!, burst[i]!];
+      }
+    }
+    segs.push(...burst);
+  }
+  segs.push({ src: mta, dst: mta, sport, dport: fport, seq: sm, flags: 0x11, time: t + 0.01 });
+  segs.push({
+    src: mta,
+    dst: mta,
+    sport: fport,
+    dport: sport,
+    seq: sf,
+    flags: 0x11,
+    time: t + 0.02,
+  });
+  return segs;
 }

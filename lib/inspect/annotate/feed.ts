@@ -50,11 +50,15 @@ function split(bytes: Uint8Array): Split {
     d.finish();
     return { frames, errorAt: bytes.length };
   } catch (e) {
-    const error = e instanceof MilterProtocolError
-      ? e
-      : new MilterProtocolError(String(e), { reason: "malformed" });
+    const error = asProtocolError(e);
     return { frames, error, errorAt: error.offset ?? d.offset };
   }
+}
+
+function asProtocolError(e: unknown): MilterProtocolError {
+  return e instanceof MilterProtocolError
+    ? e
+    : new MilterProtocolError(String(e), { reason: "malformed" });
 }
 
 /** Maps a stream offset to the arrival (index, time) by which all bytes before it were in. */
@@ -150,4 +154,82 @@ export function annotateStreams(pair: StreamPair, options?: AnnotatorOptions): S
     if (s.error) a.pushFramingError(d, s.error);
   }
   return a;
+}
+
+/**
+ * Feeds a session into a {@link SessionAnnotator} as its bytes arrive, both directions in the
+ * order they happened: each frame is pushed when its last byte comes in, at that chunk's time.
+ * Holds only a partial frame per direction; a framing error stops that direction and becomes
+ * a `garbage-frame` issue at {@link StreamFeed.finish}.
+ *
+ * @example
+ * ```ts
+ * import { encodeCommand, encodeReply, StreamFeed } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * const feed = new StreamFeed();
+ * feed.push("to-filter", encodeCommand({ type: "mail", sender: "<a@b>", args: [] }), 1);
+ * feed.push("to-mta", encodeReply({ type: "replycode", text: "550 5.7.1 No" }), 4);
+ * assert.equal(feed.finish().summary().messages[0]?.outcome.kind, "reject");
+ * ```
+ */
+export class StreamFeed {
+  /** The annotator being fed. */
+  readonly annotator: SessionAnnotator;
+  readonly #decoders: Record<Direction, FrameDecoder> = {
+    "to-filter": new FrameDecoder({ maxDataSize: DUMP_MAX_FRAME }),
+    "to-mta": new FrameDecoder({ maxDataSize: DUMP_MAX_FRAME }),
+  };
+  readonly #errors: Partial<Record<Direction, MilterProtocolError>> = {};
+
+  /**
+   * Creates a feed around a fresh annotator.
+   *
+   * @param options Annotator options (`keepEvents: false` to keep only the summary).
+   */
+  constructor(options?: AnnotatorOptions) {
+    this.annotator = new SessionAnnotator(options);
+  }
+
+  /**
+   * Adds bytes of one direction.
+   *
+   * @param direction Which way they went.
+   * @param bytes The next bytes of that direction (frames may keep views into them).
+   * @param time When they arrived (ms since the epoch), when known.
+   */
+  push(direction: Direction, bytes: Uint8Array, time?: number): void {
+    if (this.#errors[direction] !== undefined) return;
+    let frames: Frame[];
+    try {
+      frames = this.#decoders[direction].push(bytes);
+    } catch (e) {
+      this.#errors[direction] = asProtocolError(e);
+      return;
+    }
+    const t = time === undefined || Number.isNaN(time) ? undefined : time;
+    for (const f of frames) {
+      if (direction === "to-filter") this.annotator.pushCommand(f, t);
+      else this.annotator.pushReply(f, t);
+    }
+  }
+
+  /**
+   * Ends both directions: a frame cut short or a framing error becomes an issue.
+   *
+   * @returns The annotator, fed completely.
+   */
+  finish(): SessionAnnotator {
+    for (const d of ["to-filter", "to-mta"] as const) {
+      if (this.#errors[d] === undefined) {
+        try {
+          this.#decoders[d].finish();
+        } catch (e) {
+          this.#errors[d] = asProtocolError(e);
+        }
+      }
+      const error = this.#errors[d];
+      if (error !== undefined) this.annotator.pushFramingError(d, error);
+    }
+    return this.annotator;
+  }
 }

@@ -1,13 +1,19 @@
 /**
- * TCP reassembly for captures: segments are grouped into connections by their 4-tuple, each
- * direction is put back in sequence order (out-of-order segments, retransmissions, overlaps and
- * sequence wrap-around handled), and milter conversations are picked out by content on any
- * port: the MTA's first bytes are an OPTNEG frame `00 00 00 0D 4F` with version 2..6.
+ * TCP reassembly for captures, streaming: segments are grouped into connections by their
+ * 4-tuple as they come, each direction is put back in sequence order ({@link StreamReorder}:
+ * out-of-order segments, retransmissions, overlaps and sequence wrap-around handled), and
+ * milter conversations are picked out by content on any port: the MTA's first bytes are an
+ * OPTNEG frame `00 00 00 0D 4F` with version 2..6. {@link TcpReassembler} hands out each
+ * conversation's bytes as soon as they are in order and forgets a connection once it has
+ * closed, so memory follows the connections open at one time, not the capture's size.
+ * {@link findMilterConversations} collects everything for captures held in memory.
  *
  * @module
  */
 
-import { TCP_FLAGS, type TcpPacket } from "./pcap.ts";
+import { TCP_FLAGS, type TcpPacket } from "./packet.ts";
+import { StreamReorder } from "./reorder.ts";
+import { concatBytes } from "../../wire/concat.ts";
 import type { Direction } from "../../wire/types.ts";
 
 /**
@@ -77,20 +83,133 @@ export function looksLikeMtaStream(bytes: Uint8Array): boolean {
     bytes[7] === 0 && bytes[8]! >= 2 && bytes[8]! <= 6;
 }
 
+/**
+ * Collects the bytes of both directions of a session as they come, with where each run came
+ * from: the in-memory form that {@link findMilterConversations} and the recording readers
+ * return.
+ *
+ * @example
+ * ```ts
+ * import { StreamCollector } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * const c = new StreamCollector();
+ * c.push("to-filter", new Uint8Array([1, 2]), 10);
+ * c.push("to-filter", new Uint8Array([3]), 11);
+ * assert.deepEqual([...c.result().toFilter], [1, 2, 3]);
+ * assert.equal(c.result().segments[1]?.offset, 2);
+ * ```
+ */
+export class StreamCollector {
+  readonly #chunks: Record<Direction, Uint8Array[]> = { "to-filter": [], "to-mta": [] };
+  readonly #sizes: Record<Direction, number> = { "to-filter": 0, "to-mta": 0 };
+  readonly #segments: StreamSegment[] = [];
+
+  /**
+   * Adds bytes of one direction.
+   *
+   * @param direction Which way they went.
+   * @param bytes The bytes (kept by reference).
+   * @param time When they arrived (ms since the epoch; `NaN` when unknown).
+   */
+  push(direction: Direction, bytes: Uint8Array, time: number): void {
+    this.#segments.push({
+      time,
+      direction,
+      offset: this.#sizes[direction],
+      length: bytes.length,
+    });
+    this.#chunks[direction].push(bytes);
+    this.#sizes[direction] += bytes.length;
+  }
+
+  /**
+   * Both streams joined, and the runs in arrival order.
+   *
+   * @returns The session's bytes and segments.
+   */
+  result(): { toFilter: Uint8Array; toMta: Uint8Array; segments: StreamSegment[] } {
+    return {
+      toFilter: concatBytes(this.#chunks["to-filter"]),
+      toMta: concatBytes(this.#chunks["to-mta"]),
+      segments: this.#segments,
+    };
+  }
+}
+
+/** A milter conversation as {@link TcpReassembler} announces it. */
+export interface ConversationStart {
+  /** Position among the milter conversations of the capture (0-based, as recognised). */
+  readonly index: number;
+  /** The MTA's end (it sends OPTNEG). */
+  readonly mta: Endpoint;
+  /** The filter's end. */
+  readonly filter: Endpoint;
+  /** Time of the connection's first packet (ms since the epoch). */
+  readonly startTime: number;
+}
+
+/** How a conversation ended, as {@link TcpReassembler} reports it. */
+export interface ConversationEnd {
+  /** FIN from both sides, RST, or not seen before the capture ended. */
+  readonly end: "fin" | "rst" | "open";
+  /** Time of the connection's last packet. */
+  readonly endTime: number;
+  /** Gaps, port reuse and other oddities met while reassembling. */
+  readonly notes: string[];
+}
+
+/** Where {@link TcpReassembler} sends what it finds. */
+export interface ConversationSink {
+  /** A connection was recognised as milter. */
+  open(c: ConversationStart): void;
+  /** New in-order bytes of one direction, at the time of the packet that completed them. */
+  data(c: ConversationStart, direction: Direction, bytes: Uint8Array, time: number): void;
+  /** The connection ended (or the capture did); nothing more comes for it. */
+  close(c: ConversationStart, end: ConversationEnd): void;
+}
+
+/** Limits of {@link TcpReassembler}. */
+export interface ReassemblyOptions {
+  /**
+   * Bytes one direction may hold waiting for a missing segment before it counts as lost
+   * (default 8 MiB with the per-segment overhead counted; more than a TCP window holds).
+   */
+  readonly maxWaiting?: number;
+}
+
+/** Segments held per connection until both directions' first sequence numbers are known. */
+const PREBASE_PACKETS = 64;
+/** Bytes held per connection while deciding whether it is milter. */
+const MAX_SNIFF = 1024 * 1024;
+/** Closed port pairs remembered, so that late retransmissions do not open a new connection. */
+const MAX_CLOSED = 4096;
+/** Packets a connection with both FINs in stays open for a final RST or retransmission. */
+const CLOSE_AFTER = 64;
+
 interface Half {
   readonly from: Endpoint;
   syn: number | undefined;
-  fin: boolean;
-  readonly packets: { p: TcpPacket; order: number }[];
+  /** Sequence number after the last byte, from the FIN. */
+  finSeq: number | undefined;
+  readonly reorder: StreamReorder;
+  /** The first bytes delivered (up to 9), to recognise OPTNEG. */
+  head: Uint8Array;
 }
 
 interface Connection {
   readonly halves: [Half, Half];
   clientHalf: 0 | 1 | undefined;
-  first: number;
+  readonly first: number;
   last: number;
   rst: boolean;
-  order: number;
+  closing: boolean;
+  now: number;
+  state: "prebase" | "sniff" | "milter" | "ignored";
+  prebuf: TcpPacket[];
+  sniffed: { half: 0 | 1; bytes: Uint8Array; time: number }[];
+  sniffBytes: number;
+  mtaHalf: 0 | 1;
+  info: ConversationStart | undefined;
   readonly notes: string[];
 }
 
@@ -98,152 +217,269 @@ function key(a: string, ap: number, b: string, bp: number): string {
   return `${a}|${ap}|${b}|${bp}`;
 }
 
-function group(packets: readonly TcpPacket[]): Connection[] {
-  const open = new Map<string, Connection>();
-  const all: Connection[] = [];
-  let order = 0;
-  for (const p of packets) {
+function same(e: Endpoint, address: string, port: number): boolean {
+  return e.address === address && e.port === port;
+}
+
+/**
+ * Streaming TCP reassembly: push segments in capture order, get milter conversations' bytes
+ * in order through a {@link ConversationSink}.
+ *
+ * @example
+ * ```ts
+ * import { TcpReassembler } from "@milterkit/milterkit";
+ * const r = new TcpReassembler({
+ *   open: (c) => console.log("milter", c.mta, "->", c.filter),
+ *   data: (_c, dir, bytes) => console.log(dir, bytes.length),
+ *   close: (c, end) => console.log(c.index, end.end),
+ * });
+ * r.finish();
+ * ```
+ */
+export class TcpReassembler {
+  readonly #sink: ConversationSink;
+  readonly #maxWaiting: number;
+  readonly #open = new Map<string, Connection>();
+  readonly #closed = new Map<string, true>();
+  readonly #closing: { k: string; c: Connection; at: number }[] = [];
+  #count = 0;
+  #packets = 0;
+
+  /**
+   * Creates a reassembler with no connections.
+   *
+   * @param sink Receives conversations and their bytes.
+   * @param options Limits.
+   */
+  constructor(sink: ConversationSink, options: ReassemblyOptions = {}) {
+    this.#sink = sink;
+    this.#maxWaiting = options.maxWaiting ?? 8 * 1024 * 1024;
+  }
+
+  /** Connections currently tracked. */
+  get openConnections(): number {
+    return this.#open.size;
+  }
+
+  /** Adds the next TCP segment of the capture. */
+  push(p: TcpPacket): void {
     const fwd = key(p.src, p.srcPort, p.dst, p.dstPort);
     const rev = key(p.dst, p.dstPort, p.src, p.srcPort);
-    let c = open.get(fwd) ?? open.get(rev);
+    let k = this.#open.has(fwd) ? fwd : this.#open.has(rev) ? rev : undefined;
+    let c = k === undefined ? undefined : this.#open.get(k);
     const syn = (p.flags & TCP_FLAGS.SYN) !== 0;
     const synOnly = syn && (p.flags & TCP_FLAGS.ACK) === 0;
     if (c !== undefined && synOnly) {
-      const h = c.halves[0].from.address === p.src && c.halves[0].from.port === p.srcPort
-        ? c.halves[0]
-        : c.halves[1];
-      const ended = c.rst || c.halves[0].fin || c.halves[1].fin;
+      const h = same(c.halves[0].from, p.src, p.srcPort) ? c.halves[0] : c.halves[1];
+      const ended = c.rst || c.halves[0].finSeq !== undefined || c.halves[1].finSeq !== undefined;
       if (h.syn !== undefined && h.syn !== p.seq && ended) {
-        open.delete(fwd);
-        open.delete(rev);
         c.notes.push(`Port pair reused by a new connection at packet ${p.index}`);
+        this.#close(k!, c);
         c = undefined;
       }
     }
     if (c === undefined) {
-      c = {
-        halves: [
-          { from: { address: p.src, port: p.srcPort }, syn: undefined, fin: false, packets: [] },
-          { from: { address: p.dst, port: p.dstPort }, syn: undefined, fin: false, packets: [] },
-        ],
-        clientHalf: undefined,
-        first: p.time,
-        last: p.time,
-        rst: false,
-        order: all.length,
-        notes: [],
-      };
-      open.set(fwd, c);
-      all.push(c);
+      const closed = this.#closed.has(fwd) ? fwd : this.#closed.has(rev) ? rev : undefined;
+      if (closed !== undefined) {
+        if (!synOnly) return; // a straggler of a connection already closed
+        this.#closed.delete(closed);
+      }
+      k = fwd;
+      c = this.#create(p);
+      this.#open.set(k, c);
     }
-    const i = c.halves[0].from.address === p.src && c.halves[0].from.port === p.srcPort ? 0 : 1;
+    const i = same(c.halves[0].from, p.src, p.srcPort) ? 0 : 1;
     const h = c.halves[i];
     c.last = Math.max(c.last, p.time);
     if (syn) {
       h.syn = p.seq;
       if (c.clientHalf === undefined) c.clientHalf = synOnly ? i : i === 0 ? 1 : 0;
+      if (c.state === "prebase") h.reorder.setBase((p.seq + 1) >>> 0);
     }
-    if (p.flags & TCP_FLAGS.FIN) h.fin = true;
+    if (p.flags & TCP_FLAGS.FIN) h.finSeq = (p.seq + p.payload.length) >>> 0;
     if (p.flags & TCP_FLAGS.RST) c.rst = true;
-    if (p.payload.length > 0) h.packets.push({ p, order: order++ });
-  }
-  return all;
-}
-
-interface Piece {
-  readonly order: number;
-  readonly time: number;
-  readonly offset: number;
-  readonly bytes: Uint8Array;
-}
-
-/** Puts one direction back together; returns the stream and the new bytes per packet. */
-function assemble(
-  h: Half,
-  notes: string[],
-  label: string,
-): { stream: Uint8Array; pieces: Piece[] } {
-  if (h.packets.length === 0) return { stream: new Uint8Array(0), pieces: [] };
-  let base: number;
-  if (h.syn !== undefined) base = (h.syn + 1) >>> 0;
-  else {
-    const ref = h.packets[0]!.p.seq;
-    let min = 0;
-    for (const { p } of h.packets) min = Math.min(min, (p.seq - ref) | 0);
-    base = (ref + min) >>> 0;
-  }
-  // covered intervals [start, end), sorted and disjoint
-  const covered: [number, number][] = [];
-  const pieces: Piece[] = [];
-  for (const { p, order } of h.packets) {
-    let start = (p.seq - base) | 0;
-    let bytes = p.payload;
-    if (start < 0) {
-      bytes = bytes.subarray(-start);
-      start = 0;
+    if (c.state === "prebase") {
+      if (p.payload.length > 0) c.prebuf.push(p);
+      const both = c.halves[0].syn !== undefined && c.halves[1].syn !== undefined;
+      if (both || c.prebuf.length >= PREBASE_PACKETS) this.#leavePrebase(c);
+    } else this.#payload(c, i, p);
+    if (c.rst) this.#close(k!, c);
+    else if (!c.closing && this.#finished(c)) {
+      // both FINs in: close after a few more packets, so that a final RST still counts
+      c.closing = true;
+      this.#closing.push({ k: k!, c, at: this.#packets });
     }
-    const end = start + bytes.length;
-    let cur = start;
-    for (const [s, e] of covered) {
-      if (e <= cur) continue;
-      if (s >= end) break;
-      if (s > cur) {
-        pieces.push({
-          order,
-          time: p.time,
-          offset: cur,
-          bytes: bytes.subarray(cur - start, s - start),
-        });
+    this.#packets++;
+    while (this.#closing.length > 0 && this.#closing[0]!.at + CLOSE_AFTER <= this.#packets) {
+      const { k, c } = this.#closing.shift()!;
+      if (this.#open.get(k) === c) this.#close(k, c);
+    }
+  }
+
+  /** Ends the capture: every connection still open is closed, in order of its first packet. */
+  finish(): void {
+    for (const [k, c] of [...this.#open]) this.#close(k, c);
+  }
+
+  #create(p: TcpPacket): Connection {
+    const c: Connection = {
+      halves: [undefined!, undefined!] as unknown as [Half, Half],
+      clientHalf: undefined,
+      first: p.time,
+      last: p.time,
+      rst: false,
+      closing: false,
+      now: p.time,
+      state: "prebase",
+      prebuf: [],
+      sniffed: [],
+      sniffBytes: 0,
+      mtaHalf: 0,
+      info: undefined,
+      notes: [],
+    };
+    const make = (i: 0 | 1, address: string, port: number): Half => ({
+      from: { address, port },
+      syn: undefined,
+      finSeq: undefined,
+      reorder: new StreamReorder((b) => this.#delivered(c, i, b), this.#maxWaiting),
+      head: new Uint8Array(0),
+    });
+    c.halves[0] = make(0, p.src, p.srcPort);
+    c.halves[1] = make(1, p.dst, p.dstPort);
+    return c;
+  }
+
+  #leavePrebase(c: Connection): void {
+    for (const [i, h] of c.halves.entries()) {
+      if (h.reorder.hasBase) continue;
+      const mine = c.prebuf.filter((p) => same(h.from, p.src, p.srcPort));
+      if (mine.length === 0) continue;
+      const ref = mine[0]!.seq;
+      let min = 0;
+      for (const p of mine) min = Math.min(min, (p.seq - ref) | 0);
+      c.halves[i]!.reorder.setBase((ref + min) >>> 0);
+    }
+    c.state = "sniff";
+    const held = c.prebuf;
+    c.prebuf = [];
+    for (const p of held) {
+      if ((c.state as Connection["state"]) === "ignored") break;
+      this.#payload(c, same(c.halves[0].from, p.src, p.srcPort) ? 0 : 1, p);
+    }
+  }
+
+  #payload(c: Connection, i: 0 | 1, p: TcpPacket): void {
+    if (c.state === "ignored" || p.payload.length === 0) return;
+    c.now = p.time;
+    c.halves[i].reorder.push(p.seq, p.payload);
+  }
+
+  #delivered(c: Connection, i: 0 | 1, bytes: Uint8Array): void {
+    if (c.state === "milter") {
+      this.#sink.data(c.info!, i === c.mtaHalf ? "to-filter" : "to-mta", bytes, c.now);
+      return;
+    }
+    if (c.state !== "sniff") return;
+    const h = c.halves[i];
+    if (h.head.length < 9) {
+      const head = new Uint8Array(Math.min(9, h.head.length + bytes.length));
+      head.set(h.head);
+      head.set(bytes.subarray(0, head.length - h.head.length), h.head.length);
+      h.head = head;
+    }
+    c.sniffed.push({ half: i, bytes, time: c.now });
+    c.sniffBytes += bytes.length;
+    this.#decide(c, c.sniffBytes > MAX_SNIFF);
+  }
+
+  /** Decides whether a connection is milter and which side is the MTA, once it can. */
+  #decide(c: Connection, final: boolean): void {
+    const known = (i: 0 | 1) => c.halves[i].head.length >= 9;
+    const ok = (i: 0 | 1) => looksLikeMtaStream(c.halves[i].head);
+    let mta: 0 | 1 | "none" | undefined;
+    const client = c.clientHalf;
+    if (client !== undefined) {
+      const other = client === 0 ? 1 : 0;
+      if (known(client) && ok(client)) mta = client;
+      else if ((known(client) || final) && (known(other) || final)) {
+        mta = ok(other) ? other : "none";
       }
-      cur = Math.max(cur, e);
-      if (cur >= end) break;
+    } else {
+      const first = c.sniffed.find((s) => known(s.half))?.half;
+      if (first !== undefined && ok(first)) mta = first;
+      else if (first !== undefined) {
+        const other = first === 0 ? 1 : 0;
+        if (known(other) || final) mta = ok(other) ? other : "none";
+      } else if (final) mta = "none";
     }
-    if (cur < end) {
-      pieces.push({ order, time: p.time, offset: cur, bytes: bytes.subarray(cur - start) });
+    if (mta === undefined) return;
+    const sniffed = c.sniffed;
+    c.sniffed = [];
+    if (mta === "none") {
+      c.state = "ignored";
+      return;
     }
-    if (end > start) addInterval(covered, start, end);
+    c.state = "milter";
+    c.mtaHalf = mta;
+    if (c.clientHalf !== undefined && c.clientHalf !== mta) {
+      c.notes.push("The side that sent OPTNEG did not open the TCP connection");
+    }
+    c.info = {
+      index: this.#count++,
+      mta: c.halves[mta].from,
+      filter: c.halves[mta === 0 ? 1 : 0].from,
+      startTime: c.first,
+    };
+    this.#sink.open(c.info);
+    for (const s of sniffed) {
+      this.#sink.data(c.info, s.half === mta ? "to-filter" : "to-mta", s.bytes, s.time);
+    }
   }
-  const contiguous = covered.length > 0 && covered[0]![0] === 0 ? covered[0]![1] : 0;
-  if (covered.length > 1 || contiguous === 0) {
-    const first = covered[0]!;
-    const gapAt = contiguous;
-    const gapEnd = covered.length > 1 ? covered[1]![0] : first[0];
-    const lost = covered.slice(contiguous === 0 ? 0 : 1).reduce((n, [s, e]) => n + e - s, 0);
-    notes.push(
-      `${label}: ${gapEnd - gapAt} bytes missing from the capture at stream offset ${gapAt};` +
-        ` the ${lost} bytes after the gap are left out`,
-    );
-  }
-  const stream = new Uint8Array(contiguous);
-  const kept: Piece[] = [];
-  for (const piece of pieces) {
-    if (piece.offset >= contiguous) continue;
-    const b = piece.bytes.subarray(0, contiguous - piece.offset);
-    stream.set(b, piece.offset);
-    kept.push(b.length === piece.bytes.length ? piece : { ...piece, bytes: b });
-  }
-  return { stream, pieces: kept };
-}
 
-function addInterval(list: [number, number][], s: number, e: number): void {
-  let i = 0;
-  while (i < list.length && list[i]![1] < s) i++;
-  let j = i;
-  while (j < list.length && list[j]![0] <= e) {
-    s = Math.min(s, list[j]![0]);
-    e = Math.max(e, list[j]![1]);
-    j++;
+  #finished(c: Connection): boolean {
+    return c.halves.every((h) =>
+      h.finSeq !== undefined && (h.reorder.gap !== undefined ||
+        (h.reorder.hasBase ? h.reorder.offset >= h.reorder.offsetOf(h.finSeq) : true))
+    ) && c.state !== "prebase";
   }
-  list.splice(i, j - i, [s, e]);
+
+  #close(k: string, c: Connection): void {
+    this.#open.delete(k);
+    this.#closed.set(k, true);
+    if (this.#closed.size > MAX_CLOSED) this.#closed.delete(this.#closed.keys().next().value!);
+    if (c.state === "prebase") this.#leavePrebase(c);
+    for (const h of c.halves) h.reorder.finish();
+    if (c.state === "sniff") this.#decide(c, true);
+    if (c.state !== "milter") return;
+    const label = (i: number) => i === c.mtaHalf ? "MTA to filter" : "filter to MTA";
+    for (const [i, h] of c.halves.entries()) {
+      const gap = h.reorder.gap;
+      if (gap === undefined) continue;
+      c.notes.push(
+        `${label(i)}: ${gap.missing} bytes missing from the capture at stream offset ${gap.at};` +
+          ` the ${gap.lost} bytes after the gap are left out`,
+      );
+    }
+    this.#sink.close(c.info!, {
+      end: c.rst
+        ? "rst"
+        : c.halves[0].finSeq !== undefined && c.halves[1].finSeq !== undefined
+        ? "fin"
+        : "open",
+      endTime: c.last,
+      notes: c.notes,
+    });
+  }
 }
 
 /**
- * Reassembles the TCP connections of a capture and returns those that carry milter traffic,
- * on any port. The MTA is the side whose stream starts with OPTNEG (without a SYN in the
- * capture, content alone decides).
+ * Reassembles the TCP connections of a capture held in memory and returns those that carry
+ * milter traffic, on any port. The MTA is the side whose stream starts with OPTNEG (the TCP
+ * client when both do; without a SYN in the capture, the side that spoke first).
  *
  * @param packets TCP segments in capture order (from {@link readCapture}).
- * @returns The milter conversations in order of their first packet.
+ * @returns The milter conversations in the order they were recognised.
  *
  * @example
  * ```ts
@@ -255,49 +491,18 @@ function addInterval(list: [number, number][], s: number, e: number): void {
  * ```
  */
 export function findMilterConversations(packets: readonly TcpPacket[]): MilterConversation[] {
+  const building = new Map<number, StreamCollector>();
   const out: MilterConversation[] = [];
-  for (const c of group(packets)) {
-    const notes = [...c.notes];
-    const a = assemble(c.halves[0], notes, "first direction");
-    const b = assemble(c.halves[1], notes, "second direction");
-    // both sides start with a 13-byte OPTNEG: the TCP client, else the one that spoke first
-    const okA = looksLikeMtaStream(a.stream);
-    const okB = looksLikeMtaStream(b.stream);
-    if (!okA && !okB) continue;
-    const firstA = c.halves[0].packets[0]?.order ?? Infinity;
-    const firstB = c.halves[1].packets[0]?.order ?? Infinity;
-    const mtaHalf: 0 | 1 = okA && okB ? (c.clientHalf ?? (firstA <= firstB ? 0 : 1)) : okA ? 0 : 1;
-    if (c.clientHalf !== undefined && c.clientHalf !== mtaHalf) {
-      notes.push("The side that sent OPTNEG did not open the TCP connection");
-    }
-    const toF = mtaHalf === 0 ? a : b;
-    const toM = mtaHalf === 0 ? b : a;
-    const labelled = [
-      ...toF.pieces.map((p) => ({ ...p, direction: "to-filter" as const })),
-      ...toM.pieces.map((p) => ({ ...p, direction: "to-mta" as const })),
-    ].sort((x, y) => x.order - y.order || x.offset - y.offset);
-    const fix = (n: string) =>
-      n.replace(
-        mtaHalf === 0 ? "first direction" : "second direction",
-        "MTA to filter",
-      ).replace(mtaHalf === 0 ? "second direction" : "first direction", "filter to MTA");
-    out.push({
-      index: out.length,
-      mta: c.halves[mtaHalf].from,
-      filter: c.halves[mtaHalf === 0 ? 1 : 0].from,
-      toFilter: toF.stream,
-      toMta: toM.stream,
-      segments: labelled.map((p) => ({
-        time: p.time,
-        direction: p.direction,
-        offset: p.offset,
-        length: p.bytes.length,
-      })),
-      startTime: c.first,
-      endTime: c.last,
-      end: c.rst ? "rst" : c.halves[0].fin && c.halves[1].fin ? "fin" : "open",
-      notes: notes.map(fix),
-    });
-  }
-  return out;
+  const r = new TcpReassembler({
+    open: (c) => void building.set(c.index, new StreamCollector()),
+    data: (c, direction, bytes, time) => building.get(c.index)!.push(direction, bytes, time),
+    close(c, end) {
+      const b = building.get(c.index)!;
+      building.delete(c.index);
+      out.push({ ...c, ...b.result(), endTime: end.endTime, end: end.end, notes: end.notes });
+    },
+  });
+  for (const p of packets) r.push(p);
+  r.finish();
+  return out.sort((a, b) => a.index - b.index);
 }
