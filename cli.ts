@@ -11,7 +11,8 @@ import process from "node:process";
 import { Readable } from "node:stream";
 import { readFile } from "node:fs/promises";
 import { realpathSync } from "node:fs";
-import { pathToFileURL } from "node:url";
+import { basename } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import * as milterkit from "./mod.ts";
 import * as testing from "./lib/testing/mod.ts";
 import * as denoAdapter from "./lib/server/adapters/deno.ts";
@@ -47,6 +48,22 @@ export const ENTRY_POINTS: Readonly<Record<string, object>> = {
   "./node": nodeAdapter,
 };
 
+/**
+ * How to run this binary again (for `serve --workers`): the compiled binary alone; otherwise the
+ * runtime with this file. Deno workers get `--unstable-net` for `Deno.listen`'s `reusePort`.
+ */
+function selfCommand(): string[] | undefined {
+  const entry = process.argv[1];
+  const compiled = entry === undefined || entry.startsWith("/$bunfs/") ||
+    entry.startsWith("B:/~BUN/");
+  if (process.versions.deno) {
+    if (!basename(process.execPath).startsWith("deno")) return [process.execPath];
+    return [process.execPath, "run", "-A", "--unstable-net", fileURLToPath(import.meta.url)];
+  }
+  if (compiled) return [process.execPath];
+  return [process.execPath, ...process.execArgv, entry];
+}
+
 function processIo(): CliIo {
   const ac = new AbortController();
   const first = () => ac.abort();
@@ -64,6 +81,7 @@ function processIo(): CliIo {
       return () => void process.off(name, fn);
     },
     readFile: async (path) => new Uint8Array(await readFile(path)),
+    self: selfCommand(),
   };
 }
 

@@ -32,6 +32,7 @@ export * from "./lib/mail/diff.ts";
 export * from "./lib/mta/presets.ts";
 export * from "./lib/server/log.ts";
 export * from "./lib/server/metrics.ts";
+export * from "./lib/server/loop_watch.ts";
 export * from "./lib/server/logging_filter.ts";
 export * from "./lib/inspect/capture/pcap.ts";
 export * from "./lib/inspect/capture/tcp.ts";

@@ -15,46 +15,22 @@ import {
   added,
   type Child,
   CONNECT,
+  killChildren,
+  logs,
   openClient,
   sendOne,
+  serveChild,
+  signal,
   sleep,
-  spawnCli,
   TIMEOUT,
   tx,
-  waitFor,
+  waitLog,
   within,
 } from "./helpers/server_kit.ts";
 
 const enc = new TextEncoder();
 const children: Child[] = [];
-
-/** Starts `serve` and waits for its "listening" log line. */
-async function serve(args: string[]): Promise<Child> {
-  const child = spawnCli(["serve", ...args, "--log-format", "json"]);
-  children.push(child);
-  await waitFor(
-    () => logs(child).some((r) => r.event === "listening") || child.proc.exitCode !== null,
-    "serve to listen",
-  );
-  assert.equal(child.proc.exitCode, null, child.stderr);
-  return child;
-}
-
-/**
- * Sends a signal by pid: under Deno, `ChildProcess.kill()` makes the exit look like death by
- * that signal even when the child handles it and exits 0.
- */
-function signal(child: Child, name: NodeJS.Signals): void {
-  process.kill(child.proc.pid!, name);
-}
-
-/** The JSON log records written so far. */
-function logs(child: Child): Record<string, unknown>[] {
-  return child.stderr.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
-}
-
-const waitLog = (child: Child, event: string, count = 1) =>
-  waitFor(() => logs(child).filter((r) => r.event === event).length >= count, `log "${event}"`);
+const serve = (args: string[]) => serveChild(args, children);
 
 /** A filter script adding `X-Version: V`; stuck forever when the Subject says "stuck". */
 function versionScript(version: number): string {
@@ -77,14 +53,7 @@ describe("milterkit serve in a child process", () => {
     dir = mkdtempSync(join(tmpdir(), "milterkit-serve-"));
   });
   after(async () => {
-    for (const c of children) {
-      try {
-        if (c.proc.exitCode === null) process.kill(c.proc.pid!, "SIGKILL");
-      } catch {
-        // Already gone.
-      }
-    }
-    await Promise.all(children.map((c) => c.exited));
+    await killChildren(children);
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -123,6 +92,8 @@ describe("milterkit serve in a child process", () => {
       }),
       404,
     );
+    const health = await fetch(`http://127.0.0.1:${metricsPort}/health`);
+    assert.deepEqual([health.status, await health.text()], [200, "serving\n"]);
 
     signal(child, "SIGTERM");
     const exit = await within(child.exited, 20_000, "serve to exit");

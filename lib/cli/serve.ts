@@ -6,7 +6,6 @@
  */
 
 import { parseArgs } from "node:util";
-import { createServer, type Server as HttpServer } from "node:http";
 import type { Filter } from "../filter/filter.ts";
 import type { Fallback } from "../filter/session.ts";
 import { createLogger, type LogLevel } from "../server/log.ts";
@@ -14,6 +13,16 @@ import { loggingFilter } from "../server/logging_filter.ts";
 import { listen, type MilterServer } from "../server/server.ts";
 import { parseSocketSpec } from "../server/socket_spec.ts";
 import { describeFilter, type LoadedScript, loadScript } from "./script.ts";
+import { startStatusHttp, type StatusServer } from "./status_http.ts";
+import {
+  checkWorkers,
+  parseWorkers,
+  runWorker,
+  supervise,
+  withFields,
+  workerArgsOf,
+  workerNumber,
+} from "./workers.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 
 const USAGE = `Usage: milterkit serve [SCRIPT] [options]
@@ -34,12 +43,17 @@ Options:
       --progress MS          PROGRESS keep-alive interval during eom (default 10000, 0 off)
       --idle-timeout MS      close connections idle this long (default 7210000)
       --max-connections N    connections served at once (default 1000); more are closed
+      --workers N            processes serving the same TCP port (default 1; auto: one
+                             per core); SIGHUP, SIGTERM and the metrics port cover all
+      --block-warn MS        warn (naming the stage and script) when a handler holds the
+                             event loop this long (default 1000, 0 off)
       --max-frame BYTES      largest frame accepted (default 1048576)
       --unix-mode MODE       permissions of a unix socket, octal (default 660)
       --shutdown-grace MS    time sessions get to finish on SIGTERM (default 30000)
       --log-format FORMAT    text or json (default: text on a terminal, else json)
       --log-level LEVEL      debug, info (default), warn, error
       --metrics-port PORT    serve Prometheus metrics on http://127.0.0.1:PORT/metrics
+                             and health on /health (200 serving, 503 stopping)
       --metrics-host HOST    bind address of the metrics port (default 127.0.0.1)
       --load-timeout MS      time loading SCRIPT may take, top-level await included
                              (default 30000)
@@ -61,6 +75,7 @@ Examples:
   milterkit serve examples/tag_suspicious.ts --listen inet:8891@127.0.0.1
   milterkit serve my_filter.ts --listen unix:/run/milterkit/filter.sock --log-format json
   milterkit serve my_filter.ts --check
+  milterkit serve my_filter.ts --workers auto --listen inet:8890@0.0.0.0 --metrics-port 9464
 
 Postfix (main.cf):   smtpd_milters = inet:127.0.0.1:8890
 Sendmail (.mc):      INPUT_MAIL_FILTER(\`milterkit', \`S=inet:8890@127.0.0.1, F=T')
@@ -106,6 +121,8 @@ export const serveCommand: Subcommand = {
         "metrics-port": { type: "string" },
         "metrics-host": { type: "string", default: "127.0.0.1" },
         "load-timeout": { type: "string" },
+        workers: { type: "string" },
+        "block-warn": { type: "string" },
         check: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -144,15 +161,31 @@ export const serveCommand: Subcommand = {
       maxConnections: int("max-connections", values["max-connections"], 1),
       maxDataSize: int("max-frame", values["max-frame"], 1),
       shutdownGraceMs: int("shutdown-grace", values["shutdown-grace"]),
+      blockWarnMs: int("block-warn", values["block-warn"]),
       unixMode,
     };
     const metricsPort = int("metrics-port", values["metrics-port"]);
-    const log = createLogger({
+    const worker = workerNumber(io.env);
+    const workers = worker === undefined ? parseWorkers(values.workers) : 1;
+    checkWorkers(workers, listenAt, io.self);
+    const baseLog = createLogger({
       format,
       level,
       color: io.isTty && format === "text",
       sink: (line) => io.stderr(line + "\n"),
     });
+    const log = worker === undefined ? baseLog : withFields(baseLog, { worker });
+    if (workers > 1 && !values.check) {
+      return await supervise({
+        count: workers,
+        listen: values.listen!,
+        workerArgs: (listen) => workerArgsOf(values, positionals, { listen, "log-format": format }),
+        self: io.self,
+        metricsPort,
+        metricsHost: values["metrics-host"]!,
+        log,
+      }, io);
+    }
 
     const loadTimeoutMs = int("load-timeout", values["load-timeout"], 1);
     let current: LoadedScript | undefined;
@@ -168,52 +201,61 @@ export const serveCommand: Subcommand = {
     }
 
     const clean = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
-    const server: MilterServer = await listen(listenAt, filter, { ...clean, logger: log });
-    let http: HttpServer | undefined;
-    if (metricsPort !== undefined) {
-      http = createServer((req, res) => {
-        if (req.url === "/metrics") {
-          res.writeHead(200, { "content-type": "text/plain; version=0.0.4" });
-          res.end(server.metrics.prometheus());
-        } else {
-          res.writeHead(404).end("not found\n");
-        }
-      });
-      await new Promise<void>((ok, fail) => {
-        http!.once("error", fail);
-        http!.listen(metricsPort, values["metrics-host"], () => ok());
-      });
-      log.info("metrics", { url: `http://${values["metrics-host"]}:${metricsPort}/metrics` });
-    }
+    const server: MilterServer = await listen(listenAt, filter, {
+      ...clean,
+      logger: log,
+      label: script ?? "built-in",
+      // Workers share the port: SO_REUSEPORT (Bun, Deno); node:cluster shares it by itself.
+      ...(worker === undefined ? {} : { reusePort: true }),
+    });
+    const reload = async () => {
+      if (script === undefined) return;
+      try {
+        const next = await loadScript(script, {
+          fresh: true,
+          timeoutMs: loadTimeoutMs,
+          previous: current,
+        });
+        current = next;
+        server.setFilter(next.filter);
+        log.info("reloaded", { script });
+      } catch (e) {
+        log.error("reload failed, keeping the running filter", {
+          script,
+          error: (e as Error).message,
+        });
+        throw e;
+      }
+    };
+    if (worker !== undefined) return await runWorker({ server, reload, log }, io);
 
     let stops = 0;
+    let draining = false;
+    let status: StatusServer | undefined;
+    if (metricsPort !== undefined) {
+      status = await startStatusHttp(metricsPort, values["metrics-host"]!, {
+        metrics: () => server.metrics.prometheus(),
+        health: () => draining ? { ok: false, text: "stopping" } : { ok: true, text: "serving" },
+      });
+      log.info("metrics", { url: status.url });
+    }
     const stop = () => {
       stops++;
+      draining = true;
       void server.stop(stops > 1 ? { graceMs: 0 } : undefined);
     };
     const unsubscribe = [
       io.onSignal?.("SIGTERM", stop),
       io.onSignal?.("SIGINT", stop),
-      io.onSignal?.("SIGHUP", () => {
-        if (script === undefined) return;
-        loadScript(script, { fresh: true, timeoutMs: loadTimeoutMs, previous: current }).then(
-          (next) => {
-            current = next;
-            server.setFilter(next.filter);
-            log.info("reloaded", { script });
-          },
-          (e) =>
-            log.error("reload failed, keeping the running filter", {
-              script,
-              error: (e as Error).message,
-            }),
-        );
-      }),
+      io.onSignal?.("SIGHUP", () => void reload().catch(() => {})),
     ];
-    io.signal.addEventListener("abort", () => void server.stop(), { once: true });
+    io.signal.addEventListener("abort", () => {
+      draining = true;
+      void server.stop();
+    }, { once: true });
     await server.finished;
     for (const u of unsubscribe) u?.();
-    if (http) await new Promise<void>((r) => http!.close(() => r()));
+    await status?.close();
     return EXIT.OK;
   },
 };

@@ -24,6 +24,11 @@ export interface CliIo {
    * function. Absent where signals cannot be observed (tests).
    */
   readonly onSignal?: (name: "SIGINT" | "SIGTERM" | "SIGHUP", fn: () => void) => () => void;
+  /**
+   * The command that runs this binary again (program, then leading arguments such as a script
+   * path), for `serve --workers`. Absent where the binary cannot start copies of itself.
+   */
+  readonly self?: readonly string[];
   /** Reads a file (for scripts and inputs). */
   readonly readFile?: (path: string) => Promise<Uint8Array>;
 }

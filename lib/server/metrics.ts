@@ -20,6 +20,35 @@ export interface Histogram {
   sum: number;
 }
 
+/** Every counter of a {@link Metrics} as plain data, as {@link Metrics.data} returns it. */
+export interface MetricsData {
+  /** Connections accepted. */
+  readonly connections: number;
+  /** Connections open. */
+  readonly active: number;
+  /** Connections refused at the limit. */
+  readonly refused: number;
+  /** Messages that reached a verdict. */
+  readonly messages: number;
+  /** Final replies per kind. */
+  readonly verdicts: Readonly<Record<string, number>>;
+  /** Errors per kind. */
+  readonly errors: Readonly<Record<string, number>>;
+  /** Handler latency per stage: cumulative bucket counts (bounds as in {@link Histogram}). */
+  readonly handlerLatency: Readonly<
+    Record<
+      string,
+      { readonly counts: readonly number[]; readonly count: number; readonly sum: number }
+    >
+  >;
+  /** Largest recent event-loop lag, seconds. */
+  readonly eventLoopLag: number;
+  /** Times the event loop was blocked past the threshold. */
+  readonly eventLoopBlocks: number;
+  /** Seconds blocked past the threshold. */
+  readonly eventLoopBlockedSeconds: number;
+}
+
 /**
  * Counters of a milter server.
  *
@@ -50,6 +79,12 @@ export class Metrics {
   readonly errors: Record<string, number> = {};
   /** Handler latency per stage. */
   readonly handlerLatency: Record<string, Histogram> = {};
+  /** Largest event-loop lag seen lately, in seconds (see `lib/server/loop_watch.ts`). */
+  eventLoopLag = 0;
+  /** Times the event loop was blocked past the warning threshold. */
+  eventLoopBlocks = 0;
+  /** Seconds the event loop spent blocked past the threshold, in total. */
+  eventLoopBlockedSeconds = 0;
 
   /** Counts an accepted connection. */
   connectionOpened(): void {
@@ -83,6 +118,67 @@ export class Metrics {
     h.count++;
     h.sum += seconds;
     for (let i = 0; i < BUCKETS.length; i++) if (seconds <= BUCKETS[i]!) h.counts[i]!++;
+  }
+
+  /**
+   * Adds another server's counters to these (workers of one `serve`): counters and histograms
+   * add up, the event-loop lag is the largest of the two.
+   *
+   * @param other Counters as {@link Metrics.data} returns them (they travel as JSON).
+   *
+   * @example
+   * ```ts
+   * import { Metrics } from "@milterkit/milterkit";
+   * import assert from "node:assert/strict";
+   * const a = new Metrics(), b = new Metrics();
+   * a.messages = 2;
+   * b.messages = 3;
+   * b.latency("eom", 0.02);
+   * const sum = new Metrics();
+   * sum.add(a.data());
+   * sum.add(b.data());
+   * assert.equal(sum.messages, 5);
+   * assert.equal(sum.handlerLatency.eom?.count, 1);
+   * ```
+   */
+  add(other: MetricsData): void {
+    this.connections += other.connections;
+    this.active += other.active;
+    this.refused += other.refused;
+    this.messages += other.messages;
+    for (const [k, v] of Object.entries(other.verdicts)) {
+      this.verdicts[k] = (this.verdicts[k] ?? 0) + v;
+    }
+    for (const [k, v] of Object.entries(other.errors)) this.errors[k] = (this.errors[k] ?? 0) + v;
+    for (const [stage, h] of Object.entries(other.handlerLatency)) {
+      const mine = this.handlerLatency[stage] ??= {
+        counts: BUCKETS.map(() => 0),
+        bounds: BUCKETS,
+        count: 0,
+        sum: 0,
+      };
+      mine.count += h.count;
+      mine.sum += h.sum;
+      h.counts.forEach((c, i) => (mine.counts[i] = (mine.counts[i] ?? 0) + c));
+    }
+    this.eventLoopLag = Math.max(this.eventLoopLag, other.eventLoopLag);
+    this.eventLoopBlocks += other.eventLoopBlocks;
+    this.eventLoopBlockedSeconds += other.eventLoopBlockedSeconds;
+  }
+
+  /** Every counter, histogram buckets included, as plain data (JSON-safe; see {@link add}). */
+  data(): MetricsData {
+    return {
+      ...this.snapshot(),
+      handlerLatency: Object.fromEntries(
+        Object.entries(this.handlerLatency).map((
+          [k, h],
+        ) => [k, { counts: [...h.counts], count: h.count, sum: h.sum }]),
+      ),
+      eventLoopLag: this.eventLoopLag,
+      eventLoopBlocks: this.eventLoopBlocks,
+      eventLoopBlockedSeconds: this.eventLoopBlockedSeconds,
+    };
   }
 
   /** A plain copy of every counter. */
@@ -128,6 +224,22 @@ export class Metrics {
     for (const [k, v] of Object.entries(this.errors)) {
       out.push(`milterkit_errors_total{kind="${k}"} ${v}`);
     }
+    counter(
+      "milterkit_event_loop_lag_seconds",
+      "Largest event-loop delay in the last 10 s (a CPU-bound handler shows here).",
+      this.eventLoopLag,
+      "gauge",
+    );
+    counter(
+      "milterkit_event_loop_blocks_total",
+      "Times the event loop was blocked past the warning threshold.",
+      this.eventLoopBlocks,
+    );
+    counter(
+      "milterkit_event_loop_blocked_seconds_total",
+      "Time the event loop spent blocked past the threshold.",
+      this.eventLoopBlockedSeconds,
+    );
     out.push("# HELP milterkit_handler_seconds Time filter handlers took, by stage.");
     out.push("# TYPE milterkit_handler_seconds histogram");
     for (const [stage, h] of Object.entries(this.handlerLatency)) {

@@ -31,6 +31,7 @@ import {
 } from "../filter/session.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
+import { LoopWatch } from "./loop_watch.ts";
 import { adapterFor, listen as listenSocket } from "./net.ts";
 
 /** Options of {@link listen} and {@link serveListener}. */
@@ -57,6 +58,14 @@ export interface ServerOptions extends ListenOptions {
   readonly logger?: Logger;
   /** Counters to update (default: a new {@link Metrics}). */
   readonly metrics?: Metrics;
+  /**
+   * Log a warning (naming the stage and {@link ServerOptions.label}) and count it in the metrics
+   * when the event loop is blocked this long, in ms (default 1000; 0: no watch). A CPU-bound
+   * handler holds every session of the process and no timeout fires meanwhile.
+   */
+  readonly blockWarnMs?: number;
+  /** What is served (serve passes the script path), named in block warnings as `script`. */
+  readonly label?: string;
   /** Also receives every session event, with the session id. */
   readonly onEvent?: (session: number, event: SessionEvent) => void;
 }
@@ -167,6 +176,16 @@ export function serveListener<C, M>(
   let stopping: Promise<void> | undefined;
   const address = listener.address;
   const where = formatSocketSpec(address);
+  const blockWarnMs = options.blockWarnMs ?? 1000;
+  const watch = blockWarnMs > 0
+    ? new LoopWatch({
+      warnMs: blockWarnMs,
+      metrics,
+      logger: log,
+      fields: options.label === undefined ? {} : { script: options.label },
+      sessions: () => open.size,
+    })
+    : undefined;
 
   const session = (conn: Connection, id: number): Promise<void> => {
     const stop = new AbortController();
@@ -186,6 +205,7 @@ export function serveListener<C, M>(
           case "reply":
             metrics.verdict(e.reply.type);
             metrics.latency(e.stage, e.latencyMs / 1000);
+            watch?.reply(id, e.stage, e.latencyMs);
             break;
           case "message":
             metrics.messages++;
@@ -281,6 +301,7 @@ export function serveListener<C, M>(
         for (const s of open.values()) s.stop.abort();
         await Promise.all([...open.values()].map((s) => s.done));
       }
+      watch?.stop();
       log.info("stopped", { address: where });
       resolveFinished();
     })();

@@ -182,3 +182,56 @@ export function runTransactionIn(
   p.catch(() => {});
   return p;
 }
+
+/** The JSON log records a child has written to stderr so far. */
+export function logs(child: Child): Record<string, unknown>[] {
+  return child.stderr.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+}
+
+/** Waits until the child has logged `event` at least `count` times. */
+export const waitLog = (child: Child, event: string, count = 1, ms?: number) =>
+  waitFor(
+    () => logs(child).filter((r) => r.event === event).length >= count,
+    `log "${event}"`,
+    ms,
+  );
+
+/**
+ * Sends a signal by pid: under Deno, `ChildProcess.kill()` makes the exit look like death by
+ * that signal even when the child handles it and exits 0.
+ */
+export function signal(child: Child, name: NodeJS.Signals): void {
+  process.kill(child.proc.pid!, name);
+}
+
+/**
+ * Starts `serve ARGS --log-format json` in a child, remembers it in `children`, and waits for
+ * the log event `ready` ("listening" by default).
+ */
+export async function serveChild(
+  args: string[],
+  children: Child[],
+  ready = "listening",
+): Promise<Child> {
+  const child = spawnCli(["serve", ...args, "--log-format", "json"]);
+  children.push(child);
+  await waitFor(
+    () => logs(child).some((r) => r.event === ready) || child.proc.exitCode !== null,
+    "serve to listen",
+    40_000,
+  );
+  assert.equal(child.proc.exitCode, null, child.stderr);
+  return child;
+}
+
+/** Kills what is left of `children` and waits for them to exit. */
+export async function killChildren(children: Child[]): Promise<void> {
+  for (const c of children) {
+    try {
+      if (c.proc.exitCode === null) process.kill(c.proc.pid!, "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }
+  await Promise.all(children.map((c) => c.exited));
+}

@@ -63,7 +63,7 @@ interface BunListener {
 }
 
 type BunSocketOptions =
-  & { socket: BunSocketHandler; allowHalfOpen: boolean }
+  & { socket: BunSocketHandler; allowHalfOpen: boolean; reusePort?: boolean }
   & ({ hostname: string; port: number } | { unix: string });
 
 interface BunLike {
@@ -262,7 +262,7 @@ export async function listen(
     server = bun().listen({
       ...(address.transport === "unix"
         ? { unix: address.path }
-        : { hostname: hostOf(address), port: address.port }),
+        : { hostname: hostOf(address), port: address.port, reusePort: options.reusePort }),
       allowHalfOpen: true,
       socket: handlers(unixPath, false, (state) => queue.push(state.connection)),
     });

@@ -50,7 +50,7 @@ interface DenoListener {
 }
 
 type DenoSocketOptions =
-  | { transport: "tcp"; hostname: string; port: number }
+  | { transport: "tcp"; hostname: string; port: number; reusePort?: boolean }
   | { transport: "unix"; path: string };
 
 interface DenoLike {
@@ -205,7 +205,10 @@ export async function listen(
   if (address.transport === "unix") await prepareUnixPath(address.path, listenOptions);
   let listener: DenoListener;
   try {
-    listener = deno().listen(options(address));
+    const o = options(address);
+    listener = deno().listen(
+      o.transport === "tcp" && listenOptions.reusePort ? { ...o, reusePort: true } : o,
+    );
   } catch (e) {
     throw listenError(address, e);
   }

@@ -154,9 +154,12 @@ export async function listen(
       server.once("error", reject);
       const backlog = options.backlog === undefined ? {} : { backlog: options.backlog };
       server.listen(
-        address.transport === "unix"
-          ? { path: address.path, ...backlog }
-          : { host: hostOf(address), port: address.port, ...backlog },
+        address.transport === "unix" ? { path: address.path, ...backlog } : {
+          host: hostOf(address),
+          port: address.port,
+          ...backlog,
+          ...(options.reusePort ? { reusePort: true } : {}),
+        },
         () => {
           server.off("error", reject);
           resolve();

@@ -74,6 +74,12 @@ export interface ListenOptions {
   readonly removeStale?: boolean;
   /** Length of the kernel's accept queue, where the runtime lets it be set. */
   readonly backlog?: number;
+  /**
+   * TCP only: set `SO_REUSEPORT`, so several processes can listen on the same address and the
+   * kernel spreads new connections across them (Linux). Deno needs `--unstable-net` for it; Node
+   * before 22.12 ignores it (use `node:cluster` there).
+   */
+  readonly reusePort?: boolean;
 }
 
 /**
