@@ -16,6 +16,7 @@ import { connect, listen } from "../server/net.ts";
 import { proxyConnection, type UpstreamFailurePolicy } from "../inspect/proxy.ts";
 import { RecordingWriter } from "../inspect/recording.ts";
 import { RecordingFile } from "../inspect/recording_file.ts";
+import { LoopGuard, upstreamLoops } from "../inspect/proxy_loop.ts";
 import { describeOutcome } from "../inspect/timeline.ts";
 import { displayText } from "../wire/text.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
@@ -47,6 +48,8 @@ Options:
       --connect-timeout MS       time to reach the filter (default 5000)
       --shutdown-grace MS        time sessions get to finish on SIGTERM (default 30000);
                                  then their connections are closed
+      --max-connections N        MTA connections relayed at once (default 500; each
+                                 uses two file descriptors); more are closed at once
       --quiet                    no per-frame lines, only message summaries and notes
       --json                     one JSON object per line instead of text
       --color WHEN               auto (default), always, never
@@ -104,6 +107,7 @@ export const proxyCommand: Subcommand = {
         "on-upstream-failure": { type: "string", default: "tempfail" },
         "connect-timeout": { type: "string", default: "5000" },
         "shutdown-grace": { type: "string", default: "30000" },
+        "max-connections": { type: "string", default: "500" },
         quiet: { type: "boolean", default: false },
         json: { type: "boolean", default: false },
         color: { type: "string", default: "auto" },
@@ -133,6 +137,12 @@ export const proxyCommand: Subcommand = {
     const recordBuffer = num("record-buffer", values["record-buffer"]!);
     const connectTimeout = num("connect-timeout", values["connect-timeout"]!);
     const shutdownGrace = num("shutdown-grace", values["shutdown-grace"]!);
+    const maxConnections = Math.max(1, num("max-connections", values["max-connections"]!));
+    if (upstreamLoops(listenAt, upstreamAt)) {
+      throw new UsageError(
+        `--upstream ${values.upstream} is the proxy's own --listen address: it would relay to itself`,
+      );
+    }
     const color = values.color === "always" || (values.color === "auto" && io.isTty);
     const upstream = values.upstream;
     const log = createLogger({
@@ -180,6 +190,7 @@ export const proxyCommand: Subcommand = {
       const annotator = new SessionAnnotator({ keepEvents: false });
       let printed = 0;
       const mta = conn.remote ? formatSocketSpec(conn.remote) : "?";
+      let forget = () => {};
       recorder?.start(id, { mta, filter: upstream, time: started });
       if (!values.json) print(`[${id}] connection from ${mta}`);
       const show = (e: AnnotatedEvent) => {
@@ -213,7 +224,15 @@ export const proxyCommand: Subcommand = {
       };
       const summary = await proxyConnection(conn, {
         onUpstreamFailure: policy,
-        connectUpstream: () => connect(upstreamAt, { timeoutMs: connectTimeout }),
+        connectUpstream: async () => {
+          const up = await connect(upstreamAt, { timeoutMs: connectTimeout });
+          forget = loops.add(up.local);
+          return up;
+        },
+        admit: () =>
+          loops.isOwn(conn.remote)
+            ? `refused: this connection comes from the proxy itself (--upstream ${upstream} leads back to it)`
+            : undefined,
         onChunk: (dir, time, bytes) => {
           try {
             recorder?.data(id, dir, bytes, time);
@@ -240,6 +259,7 @@ export const proxyCommand: Subcommand = {
         },
         now: clock,
       });
+      forget();
       summarise();
       for (const issue of annotator.issues) {
         log.warn("protocol issue", { session: id, rule: issue.rule, detail: issue.message });
@@ -270,7 +290,17 @@ export const proxyCommand: Subcommand = {
       }, shutdownGrace);
     };
     io.signal.addEventListener("abort", stop, { once: true });
+    const loops = new LoopGuard();
+    let refused = 0;
     for await (const conn of listener) {
+      if (open.size >= maxConnections) {
+        // A loop through another proxy, or a flood: never run out of file descriptors.
+        if (refused++ === 0) {
+          log.warn("too many connections: closing new ones at once", { max: maxConnections });
+        }
+        conn.close();
+        continue;
+      }
       open.add(conn);
       const p = handle(conn).catch((e) => log.error("session failed", { error: e }));
       sessions.add(p);
@@ -288,7 +318,7 @@ export const proxyCommand: Subcommand = {
       const { lines, lostLines, causes } = file.stats;
       if (lostLines > 0) log.warn("recording incomplete", { lines, lostLines, ...causes });
     }
-    log.info("proxy stopped", { listen: where });
+    log.info("proxy stopped", { listen: where, ...(refused ? { refusedOverLimit: refused } : {}) });
     return EXIT.OK;
   },
 };

@@ -54,6 +54,13 @@ export interface ProxyOptions {
   readonly closeGraceMs?: number;
   /** Clock in ms (default `performance.now() + performance.timeOrigin`). */
   readonly now?: () => number;
+  /**
+   * Asked once the MTA has sent its first bytes, before the filter is connected (the filter is
+   * only connected then, so a proxy whose upstream leads back to itself never chains
+   * connections it has not been sent anything on). A string refuses the session: it is noted
+   * and the MTA connection is closed, so the MTA applies its own default action.
+   */
+  readonly admit?: () => string | undefined;
 }
 
 /** How a proxied session ended. */
@@ -62,8 +69,8 @@ export interface ProxySummary {
   readonly bytes: Readonly<Record<Direction, number>>;
   /** Whether the proxy had to answer the MTA itself. */
   readonly fallback: boolean;
-  /** Why the session ended: `mta` closed, `upstream` failed, or `error`. */
-  readonly end: "mta" | "upstream" | "error";
+  /** Why the session ended: `mta` closed, `upstream` failed, `refused` by `admit`, or `error`. */
+  readonly end: "mta" | "upstream" | "refused" | "error";
   /** The upstream error, if any. */
   readonly error?: Error;
 }
@@ -153,7 +160,10 @@ function policyReply(policy: Exclude<UpstreamFailurePolicy, "close">): Reply {
  * const done = proxyConnection(proxyEnd, { connectUpstream: async () => upstreamEnd });
  * ```
  */
-export async function proxyConnection(mta: Duplex, options: ProxyOptions): Promise<ProxySummary> {
+export async function proxyConnection(
+  mta: Duplex,
+  options: ProxyOptions,
+): Promise<ProxySummary> {
   const now = options.now ?? (() => performance.timeOrigin + performance.now());
   const note = (m: string, e?: Error) => {
     try {
@@ -193,14 +203,51 @@ export async function proxyConnection(mta: Duplex, options: ProxyOptions): Promi
     return { bytes, fallback: true, end: "upstream", ...(error ? { error } : {}) };
   };
 
+  // The filter is connected once the MTA has said something (it speaks first: OPTNEG).
+  const mtaReader = mta.readable.getReader();
+  let first: ReadableStreamReadResult<Uint8Array>;
+  try {
+    first = await mtaReader.read();
+  } catch {
+    return { bytes, fallback: false, end: "mta" };
+  }
+  if (first.done) return { bytes, fallback: false, end: "mta" };
+  const refusal = options.admit?.();
+  if (refusal !== undefined) {
+    note(refusal);
+    await mtaReader.cancel().catch(() => {});
+    await mta.writable.abort(new Error(refusal)).catch(() => {});
+    return { bytes, fallback: false, end: "refused" };
+  }
+  /** The MTA's stream with the first chunk put back, for answering without the filter. */
+  const replayed = (): Duplex => {
+    let pending: Uint8Array | undefined = first.value;
+    return {
+      writable: mta.writable,
+      readable: new ReadableStream<Uint8Array>({
+        async pull(c) {
+          if (pending) {
+            c.enqueue(pending);
+            pending = undefined;
+            return;
+          }
+          const r = await mtaReader.read();
+          if (r.done) c.close();
+          else c.enqueue(r.value);
+        },
+        cancel: (why) => mtaReader.cancel(why),
+      }),
+    };
+  };
+
   let upstream: Duplex & { close?(): void };
   try {
     upstream = await options.connectUpstream();
   } catch (e) {
+    mta = replayed();
     return await alone("cannot connect", e instanceof Error ? e : new Error(String(e)));
   }
 
-  const mtaReader = mta.readable.getReader();
   const mtaWriter = mta.writable.getWriter();
   const upReader = upstream.readable.getReader();
   const upWriter = upstream.writable.getWriter();
@@ -213,10 +260,18 @@ export async function proxyConnection(mta: Duplex, options: ProxyOptions): Promi
     writer: WritableStreamDefaultWriter<Uint8Array>,
     direction: Direction,
     tap: Tap,
+    firstChunk?: Uint8Array,
   ): Promise<void> => {
     while (true) {
-      const { value, done } = await reader.read();
-      if (done) return;
+      let value: Uint8Array;
+      if (firstChunk) {
+        value = firstChunk;
+        firstChunk = undefined;
+      } else {
+        const r = await reader.read();
+        if (r.done) return;
+        value = r.value;
+      }
       const t = now();
       bytes[direction] += value.length;
       try {
@@ -253,7 +308,7 @@ export async function proxyConnection(mta: Duplex, options: ProxyOptions): Promi
     }, grace);
   };
   const grace = options.closeGraceMs ?? 5000;
-  const fromMta = forward(mtaReader, upWriter, "to-filter", toFilterTap).then(
+  const fromMta = forward(mtaReader, upWriter, "to-filter", toFilterTap, first.value).then(
     async () => {
       mtaGone();
       await upWriter.close().catch(() => {});
