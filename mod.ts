@@ -71,4 +71,5 @@ export {
 } from "./lib/server/net.ts";
 export * from "./lib/server/server.ts";
 export * from "./lib/inspect/replay.ts";
+export * from "./lib/inspect/verdicts.ts";
 export * from "./lib/wire/command_bits.ts";

@@ -39,7 +39,7 @@ function streams(frames: [boolean, Uint8Array][]) {
 
 async function sessionsOf(file: string, chunkSize?: number): Promise<SessionReport[]> {
   const out: SessionReport[] = [];
-  await readSessions(file, (r) => out.push(r), chunkSize ? { chunkSize } : {});
+  await readSessions(file, (r) => void out.push(r), chunkSize ? { chunkSize } : {});
   return out;
 }
 

@@ -11,19 +11,16 @@ import {
   type Direction,
   type Duplex,
   encodeReply,
-  endSession,
   type Filter,
   listen,
-  MilterClient,
   type MilterServer,
-  proxyConnection,
-  runTransaction,
   serveConnection,
 } from "../mod.ts";
 import { renderReplay, replaySession } from "../lib/inspect/replay.ts";
 import { duplexPair } from "../lib/testing/mod.ts";
 import { dumpCommand } from "../lib/cli/dump.ts";
 import { fakeIo } from "./helpers/fake_io.ts";
+import { relayTransaction } from "./helpers/recordings.ts";
 
 /** Adds a header naming the queue id macro, refuses <nobody@…>, rejects "spam" at EOM. */
 const original: Filter = {
@@ -48,26 +45,12 @@ const changed: Filter = {
 /** Records one Postfix-style session of the MTA engine with `filter`, through the proxy core. */
 async function record(filter: Filter): Promise<{ toFilter: Uint8Array; toMta: Uint8Array }> {
   const chunks: Record<Direction, Uint8Array[]> = { "to-filter": [], "to-mta": [] };
-  const [mtaEnd, proxyEnd] = duplexPair();
-  const relayed = proxyConnection(proxyEnd, {
-    connectUpstream: () => {
-      const [a, b] = duplexPair();
-      void serveConnection(b, filter);
-      return Promise.resolve(a);
-    },
-    onChunk: (d, _t, b) => chunks[d].push(b.slice()),
-  });
-  const client = await MilterClient.open(mtaEnd);
-  await runTransaction(client, {
-    connect: { hostname: "c.example", family: "inet", address: "192.0.2.7", port: 4711 },
-    helo: "c.example",
+  await relayTransaction(filter, {
     from: "<a@example.test>",
     rcpts: ["<b@example.test>", "<nobody@example.test>"],
     queueId: "4XQ1",
     message: new TextEncoder().encode("Subject: hi\r\nFrom: a@example.test\r\n\r\nHello\r\n"),
-  });
-  await endSession(client);
-  await relayed;
+  }, (d, b) => chunks[d].push(b));
   const cat = (xs: Uint8Array[]) => new Uint8Array(Buffer.concat(xs));
   return { toFilter: cat(chunks["to-filter"]), toMta: cat(chunks["to-mta"]) };
 }

@@ -8,11 +8,10 @@
 
 import { parseArgs } from "node:util";
 import type { Outcome } from "../inspect/annotate/annotator.ts";
-import { connect } from "../server/net.ts";
-import { renderReplay, replaySession } from "../inspect/replay.ts";
 import { readSessions } from "../inspect/sources.ts";
 import { renderTimeline, type SessionReport, sessionToJson } from "../inspect/timeline.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
+import { replaySessions } from "./dump_replay.ts";
 
 const USAGE = `Usage: milterkit dump FILE... [options]
 
@@ -42,19 +41,25 @@ Options:
                         verdict is KIND: accept, reject, tempfail, discard,
                         shutdown, aborted, incomplete
       --raw             show every frame, macros included, with its bytes
-      --check           print only the protocol checker's findings; exit 1
-                        if any session has one
+      --check           print only the sessions with protocol checker
+                        findings, then a summary line; exit 1 if any
       --color WHEN      auto (default: when stdout is a terminal), always, never
       --replay SESSION  play the MTA side of SESSION (id as for --session)
-                        against the filter at --connect and show, per command,
-                        where its answers differ from the recorded ones
+                        against the filter at --connect and show where its
+                        answers differ from the recorded ones; repeat it or
+                        give a list (s1,s3), or "all" for every session (the
+                        other filters apply), for a summary table
   -c, --connect SPEC    the filter to replay against (inet:PORT@HOST, unix:PATH)
+      --compare WHAT    answers (default): every answer, byte for byte;
+                        verdicts: only the decisions (connection, message and
+                        recipient verdicts) and the modifications, ignoring
+                        negotiation, macros and reply wording
       --timeout MS      per-reply timeout of the replay (default 30000)
   -h, --help            show this help
 
-Exit codes: 0 done (with --replay: every answer the same), 1 a file could not
-be read, no session matched, --check found issues, or the replayed answers
-differ; 2 bad usage.
+Exit codes: 0 done (with --replay: every session the same), 1 a file could not
+be read, no session matched, --check found issues, or a replayed session
+differs; 2 bad usage.
 
 Examples:
   milterkit dump traffic.pcap
@@ -63,6 +68,7 @@ Examples:
   milterkit dump session.to-filter.bin              # pairs with session.to-mta.bin
   milterkit dump --check --json recordings/*.jsonl | jq .issues
   milterkit dump recording.jsonl --replay s3 --connect inet:8890@127.0.0.1
+  milterkit dump yesterday.jsonl --replay all --compare verdicts -c inet:8891@127.0.0.1
 `;
 
 const VERDICTS = ["accept", "reject", "tempfail", "discard", "shutdown", "aborted", "incomplete"];
@@ -89,38 +95,6 @@ function matches(
     (want.rcpt === undefined || m.recipients.some((x) => has(x.address, want.rcpt))) &&
     (kind(m.outcome) || (want.verdict !== undefined && kind(s.outcome)))
   );
-}
-
-/** `--replay SESSION --connect SPEC`: exit 0 when every answer is the same, 1 otherwise. */
-async function replay(
-  files: string[],
-  id: string,
-  spec: string,
-  opts: { json: boolean; timeoutMs: number },
-  io: CliIo,
-): Promise<number> {
-  const seen = new Set<string>();
-  const found: SessionReport[] = [];
-  for (const file of files) {
-    await readSessions(file, (r) => {
-      if (matches(r, { sessions: [id] })) found.push(r);
-    }, { seen });
-  }
-  if (found.length !== 1) {
-    io.stderr(
-      `milterkit dump: --replay ${id} matches ${found.length} sessions` +
-        (found.length > 1 ? ` (${found.map((r) => r.id).join(", ")}); give the full id\n` : "\n"),
-    );
-    return EXIT.FAILURE;
-  }
-  const session = found[0]!;
-  const report = await replaySession(session.events, await connect(spec), {
-    timeoutMs: opts.timeoutMs,
-  });
-  if (opts.json) {
-    io.stdout(JSON.stringify({ session: session.id, connect: spec, ...report }) + "\n");
-  } else io.stdout(renderReplay(report, `replay of ${session.id} against ${spec}`));
-  return report.identical ? EXIT.OK : EXIT.FAILURE;
 }
 
 /** One line for a file that could not be read: the message, no class name or stack. */
@@ -151,8 +125,9 @@ export const dumpCommand: Subcommand = {
         raw: { type: "boolean", default: false },
         check: { type: "boolean", default: false },
         color: { type: "string", default: "auto" },
-        replay: { type: "string" },
+        replay: { type: "string", multiple: true },
         connect: { type: "string", short: "c" },
+        compare: { type: "string", default: "answers" },
         timeout: { type: "string", default: "30000" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -172,6 +147,10 @@ export const dumpCommand: Subcommand = {
     }
     const color = values.color === "always" ||
       (values.color === "auto" && io.isTty && io.env.NO_COLOR === undefined);
+    if (values.compare !== "answers" && values.compare !== "verdicts") {
+      throw new UsageError(`--compare must be answers or verdicts, got ${values.compare}`);
+    }
+    const select = (r: SessionReport) => matches(r, { ...values, sessions: values.session });
     if (values.replay !== undefined || values.connect !== undefined) {
       if (values.replay === undefined) throw new UsageError("--connect needs --replay SESSION");
       if (values.connect === undefined) throw new UsageError("--replay needs --connect SPEC");
@@ -179,27 +158,36 @@ export const dumpCommand: Subcommand = {
       if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) {
         throw new UsageError(`--timeout needs a positive whole number, got ${values.timeout}`);
       }
-      return await replay(positionals, values.replay, values.connect, {
+      const ids = values.replay.flatMap((r) => r.split(",")).map((x) => x.trim()).filter(Boolean);
+      if (ids.length === 0) throw new UsageError("--replay needs a session id, a list or all");
+      return await replaySessions(positionals, {
+        ids,
+        connect: values.connect,
+        compare: values.compare,
         json: values.json,
         timeoutMs,
+        select,
       }, io);
     }
     let failed = false;
     let shown = 0;
     let issues = 0;
+    let withIssues = 0;
     const seen = new Set<string>();
     for (const file of positionals) {
       const show = (r: SessionReport) => {
-        if (!matches(r, { ...values, sessions: values.session })) return;
+        if (!select(r)) return;
         shown++;
         issues += r.summary.issues.length;
+        if (r.summary.issues.length > 0) withIssues++;
         if (values.json) {
           io.stdout(
             JSON.stringify(sessionToJson(r, { events: values.raw, raw: values.raw })) + "\n",
           );
         } else if (values.check) {
           const found = r.summary.issues;
-          io.stdout(`${r.id}: ${found.length === 0 ? "no issues" : `${found.length} issue(s)`}\n`);
+          if (found.length === 0) return;
+          io.stdout(`${r.id}: ${found.length} issue(s)\n`);
           for (const i of found) io.stdout(`  #${i.seq} ${i.rule}: ${i.message}\n`);
         } else {
           io.stdout((shown > 1 ? "\n" : "") + renderTimeline(r, { color, raw: values.raw }));
@@ -208,7 +196,7 @@ export const dumpCommand: Subcommand = {
       try {
         const result = await readSessions(file, show, {
           seen,
-          keepEvents: !values.json || values.raw,
+          keepEvents: (!values.json && !values.check) || values.raw,
         });
         for (const note of result.notes) io.stderr(`milterkit dump: ${file}: note: ${note}\n`);
         if (result.sessions === 0 && result.kind !== "stream") {
@@ -222,6 +210,13 @@ export const dumpCommand: Subcommand = {
     if (shown === 0 && !failed) {
       io.stderr("milterkit dump: no session matched\n");
       return EXIT.FAILURE;
+    }
+    if (values.check && !values.json) {
+      io.stdout(
+        `${shown} session(s) checked: ${
+          withIssues === 0 ? "no issues" : `${withIssues} with ${issues} issue(s)`
+        }\n`,
+      );
     }
     return failed || (values.check && issues > 0) ? EXIT.FAILURE : EXIT.OK;
   },

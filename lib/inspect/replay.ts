@@ -42,6 +42,16 @@ export interface ReplayStep {
   readonly replayed: readonly string[];
   /** Whether both answers are byte for byte the same. */
   readonly same: boolean;
+  /** The command's type (`mail`, `rcpt`, `eom`, …). */
+  readonly stage?: string;
+  /** Index of the recorded message (MAIL..EOM) the command belongs to. */
+  readonly message?: number;
+  /**
+   * What each answer decided, in a form that ignores wording: `continue`, `accept`, `reject`,
+   * `tempfail`, `discard`, `shutdown`, `skip`, `reject 550 5.7.1` (a REPLYCODE's codes), or
+   * `none` (no reply, not sent, progress only).
+   */
+  readonly decision?: { readonly recorded: string; readonly replayed: string };
 }
 
 /**
@@ -76,10 +86,36 @@ export interface ReplayOptions {
 interface Answer {
   readonly text: string;
   readonly bytes: string;
+  /** The reply, when there is one. */
+  readonly reply?: Reply;
 }
 
 function answer(r: Reply): Answer {
-  return { text: describeDecoded(r, "to-mta"), bytes: encodeReply(r).join(",") };
+  return { text: describeDecoded(r, "to-mta"), bytes: encodeReply(r).join(","), reply: r };
+}
+
+/**
+ * What a final reply decided, ignoring its wording: a REPLYCODE becomes `reject` or `tempfail`
+ * with its SMTP and enhanced codes (`reject 550 5.7.1`).
+ *
+ * @param r The final reply, or `undefined` when there was none.
+ * @returns The decision word.
+ *
+ * @example
+ * ```ts
+ * import { decisionOf } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * assert.equal(decisionOf({ type: "replycode", text: "550 5.7.1 Spam" }), "reject 550 5.7.1");
+ * assert.equal(decisionOf({ type: "continue" }), "continue");
+ * ```
+ */
+export function decisionOf(r: Reply | undefined): string {
+  if (r === undefined || r.type === "progress") return "none";
+  if (r.type !== "replycode") return r.type;
+  const m = /^([245])(\d\d)(?:[ -]+([245]\.\d{1,3}\.\d{1,3}))?/.exec(r.text);
+  if (m === null) return "replycode";
+  const kind = m[1] === "5" ? "reject" : m[1] === "4" ? "tempfail" : "continue";
+  return m[3] === undefined ? `${kind} ${m[1]}${m[2]}` : `${kind} ${m[1]}${m[2]} ${m[3]}`;
 }
 
 const NO_REPLY: Answer = { text: "(no reply)", bytes: "" };
@@ -151,13 +187,27 @@ export async function replaySession(
     recordedAnswers.set(e.answers, list);
   }
   const style = styleOf(commands.map((e) => e.decoded as Command));
+  const bySeq = new Map(commands.map((e) => [e.seq, e]));
   const steps: ReplayStep[] = [];
   const step = (seq: number, command: string, now: Answer[], recorded?: Answer[]) => {
     const then = recorded ?? recordedAnswers.get(seq) ?? [NO_REPLY];
     const same = then.length === now.length && then.every((a, i) => a.bytes === now[i]!.bytes);
+    const e = bySeq.get(seq);
     steps.push({
       seq,
       command,
+      ...(e !== undefined
+        ? {
+          stage: (e.decoded as Command).type === "macro"
+            ? command.toLowerCase()
+            : (e.decoded as Command).type,
+        }
+        : {}),
+      ...(e?.message !== undefined ? { message: e.message } : {}),
+      decision: {
+        recorded: decisionOf(then.at(-1)?.reply),
+        replayed: decisionOf(now.at(-1)?.reply),
+      },
       recorded: then.map((a) => a.text),
       replayed: now.map((a, i) =>
         !same && a.text === then[i]?.text && a.bytes !== then[i]?.bytes

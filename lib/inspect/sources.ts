@@ -125,7 +125,8 @@ function report(
  * possible).
  *
  * @param file Path of a pcap/pcapng capture, a recording, a segment log or a byte stream.
- * @param onSession Called with each session.
+ * @param onSession Called with each session; a promise it returns is awaited before reading
+ * on (so a slow consumer holds back the reading, not the memory).
  * @param options Whether to keep events; the `.bin` pairs already read.
  * @returns The kind of file and notes that came after the last session.
  * @throws {CaptureFormatError} when the file is none of those, or its header is damaged.
@@ -138,7 +139,7 @@ function report(
  */
 export async function readSessions(
   file: string,
-  onSession: (r: SessionReport) => void,
+  onSession: (r: SessionReport) => void | Promise<void>,
   options: ReadSessionsOptions = {},
 ): Promise<ReadSessionsResult> {
   const { head, size } = await sniffFile(file);
@@ -148,13 +149,18 @@ export async function readSessions(
   const chunkSize = options.chunkSize ?? 1024 * 1024;
   let count = 0;
   let pending: string[] = [];
+  // sessions that ended while a chunk was parsed; handed out (and awaited) after the chunk
+  const ended: SessionReport[] = [];
   const emit = (r: SessionReport) => {
     count++;
     if (pending.length > 0) {
       r = { ...r, notes: [...pending, ...r.notes] };
       pending = [];
     }
-    onSession(r);
+    ended.push(r);
+  };
+  const drain = async () => {
+    for (let r = ended.shift(); r !== undefined; r = ended.shift()) await onSession(r);
   };
   if (kind === "pcap" || kind === "pcapng") {
     const order = new InOrder(emit);
@@ -176,10 +182,14 @@ export async function readSessions(
       },
     });
     const reader = new CaptureReader((p) => reassembler.push(p));
-    for await (const chunk of chunks(file, chunkSize)) reader.push(chunk);
+    for await (const chunk of chunks(file, chunkSize)) {
+      reader.push(chunk);
+      await drain();
+    }
     const { notes } = reader.finish();
     reassembler.finish();
     order.flush();
+    await drain();
     return { kind, sessions: count, notes: [...pending, ...notes] };
   }
   if (kind === "recording") {
@@ -209,20 +219,23 @@ export async function readSessions(
     });
     await readLines(file, chunkSize, (line) => reader.line(line), (n) => {
       pending.push(`Line ${n} is longer than ${MAX_LINE} bytes and was skipped`);
-    });
+    }, drain);
     const { notes } = reader.finish();
     order.flush();
+    await drain();
     return { kind, sessions: count, notes: [...pending, ...notes] };
   }
   if (kind === "segment-log") {
     const log = readSegmentLog(new TextDecoder().decode(await readFile(file)));
     emit(report(name.replace(/\.jsonl$/, ""), annotateStreams(log, { keepEvents }), log));
+    await drain();
     return { kind, sessions: count, notes: [] };
   }
   const pair = await streamPair(file, options.seen ?? new Set());
   if (pair !== undefined) {
     emit(report(pair.id, annotateStreams(pair, { keepEvents }), pair));
   }
+  await drain();
   return { kind, sessions: count, notes: [] };
 }
 
@@ -232,6 +245,7 @@ async function readLines(
   chunkSize: number,
   onLine: (line: string) => void,
   onTooLong: (lineNumber: number) => void,
+  afterChunk: () => Promise<void>,
 ): Promise<void> {
   const decoder = new TextDecoder();
   let parts: Uint8Array[] = [];
@@ -259,6 +273,7 @@ async function readLines(
         partLength = 0;
       }
     }
+    await afterChunk();
   }
   if (parts.length > 0) onLine(decoder.decode(join(new Uint8Array(0))));
 }

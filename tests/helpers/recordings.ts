@@ -1,8 +1,18 @@
-/** Small proxy recordings built in tests: one session, a MAIL and the filter's replies to it. */
+/** Proxy recordings built in tests. */
 import { RecordingWriter } from "../../lib/inspect/recording.ts";
 import { encodeCommand } from "../../lib/wire/command_codec.ts";
 import { encodeReply } from "../../lib/wire/reply_codec.ts";
-import type { Reply } from "../../lib/wire/types.ts";
+import type { Direction, Reply } from "../../lib/wire/types.ts";
+import type { TransactionInput } from "../../lib/mta/types.ts";
+import {
+  endSession,
+  type Filter,
+  MilterClient,
+  proxyConnection,
+  runTransaction,
+  serveConnection,
+} from "../../mod.ts";
+import { duplexPair } from "../../lib/testing/mod.ts";
 
 /** The lines of a recording of session `id`: OPTNEG both ways, MAIL <x@y>, then `replies`. */
 export function mailRecording(
@@ -23,4 +33,32 @@ export function mailRecording(
   for (const r of replies) w.data(id, "to-mta", encodeReply(r));
   w.end(id);
   return lines;
+}
+
+/**
+ * Runs one Postfix-style transaction of the MTA engine against `filter` through the proxy core
+ * (as `proxy --record` sees it), handing every relayed chunk to `onChunk`.
+ */
+export async function relayTransaction(
+  filter: Filter,
+  tx: Omit<TransactionInput, "connect" | "helo"> & Partial<TransactionInput>,
+  onChunk: (d: Direction, bytes: Uint8Array) => void,
+): Promise<void> {
+  const [mtaEnd, proxyEnd] = duplexPair();
+  const relayed = proxyConnection(proxyEnd, {
+    connectUpstream: () => {
+      const [a, b] = duplexPair();
+      void serveConnection(b, filter);
+      return Promise.resolve(a);
+    },
+    onChunk: (d, _t, b) => onChunk(d, b.slice()),
+  });
+  const client = await MilterClient.open(mtaEnd);
+  await runTransaction(client, {
+    connect: { hostname: "c.example", family: "inet", address: "192.0.2.7", port: 4711 },
+    helo: "c.example",
+    ...tx,
+  });
+  await endSession(client);
+  await relayed;
 }
