@@ -22,6 +22,7 @@ import { registerToolkit } from "./lib/cli/script.ts";
 import { main } from "./lib/cli/main.ts";
 import { benchCommand } from "./lib/cli/bench.ts";
 import { dumpCommand } from "./lib/cli/dump.ts";
+import { initCommand } from "./lib/cli/init.ts";
 import { proxyCommand } from "./lib/cli/proxy.ts";
 import { sendCommand } from "./lib/cli/send.ts";
 import { serveCommand } from "./lib/cli/serve.ts";
@@ -34,6 +35,7 @@ export const COMMANDS: readonly Subcommand[] = [
   proxyCommand,
   dumpCommand,
   benchCommand,
+  initCommand,
 ];
 
 /**

@@ -18,7 +18,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 command -v apt-get >/dev/null || { echo "install.sh: apt-get not found (Debian 12 expected)" >&2; exit 1; }
 
-PKGS=(postfix swaks libmilter-dev gcc libc6-dev miltertest opendkim opendkim-tools python3-milter)
+PKGS=(postfix swaks libmilter-dev gcc libc6-dev miltertest opendkim opendkim-tools python3-milter
+  systemd)  # systemd: systemd-analyze verify of the unit `milterkit init` writes
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -14,11 +14,19 @@
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
-import { ROOT } from "./helpers_binary.ts";
+import { BINARY, ensureBinary, ROOT, startServe } from "./helpers_binary.ts";
 import { onExit } from "./helpers_process.ts";
 
 const BUN = join(ROOT, "node_modules", ".bin", "bun");
@@ -30,7 +38,13 @@ const MESSAGE = "From: a@example.test\nTo: b@example.test\nSubject: =?UTF-8?B?bn
 
 /** Runs a command to completion; fails the test with its output when it exits non-zero. */
 function run(cmd: string, args: string[], cwd: string, input?: string): string {
-  const r = spawnSync(cmd, args, { cwd, encoding: "utf8", input, timeout: 300_000 });
+  const r = spawnSync(cmd, args, {
+    cwd,
+    encoding: "utf8",
+    input,
+    timeout: 300_000,
+    env: { ...process.env, NO_COLOR: "1" },
+  });
   assert.equal(
     r.status,
     0,
@@ -62,11 +76,26 @@ console.log(JSON.stringify({ testing: typeof duplexPair, port: server.address.po
 await server.stop();
 `;
 
-describe("the npm package, packed and installed into an empty project", {
+const ONLY_BUN = {
   skip: process.versions.bun === undefined
     ? "runs under bun test only (it drives node, bun and deno)"
     : false,
-}, () => {
+};
+
+/** Where `npm pack` put the tarball (packed once per process, removed at exit). */
+let packed: { dir: string; tarball: string } | undefined;
+function pack(): { dir: string; tarball: string } {
+  if (packed !== undefined) return packed;
+  const dir = mkdtempSync(join(tmpdir(), "milterkit-npm-"));
+  onExit(() => rmSync(dir, { recursive: true, force: true }));
+  run("npm", ["pack", "--pack-destination", dir, "--silent"], ROOT);
+  const tarball = readdirSync(dir).find((f) => /^milterkit-.*\.tgz$/.test(f));
+  assert.ok(tarball, "npm pack wrote no milterkit-*.tgz");
+  packed = { dir, tarball: join(dir, tarball) };
+  return packed;
+}
+
+describe("the npm package, packed and installed into an empty project", ONLY_BUN, () => {
   let dir: string | undefined;
   let project: string;
   let serve: ChildProcess | undefined;
@@ -77,17 +106,15 @@ describe("the npm package, packed and installed into an empty project", {
   function install(): void {
     if (installed) return;
     installed = true;
-    dir = mkdtempSync(join(tmpdir(), "milterkit-npm-"));
-    run("npm", ["pack", "--pack-destination", dir, "--silent"], ROOT);
-    const tarball = readdirSync(dir).find((f) => /^milterkit-.*\.tgz$/.test(f));
-    assert.ok(tarball, "npm pack wrote no milterkit-*.tgz");
+    const { dir: packDir, tarball } = pack();
+    dir = packDir;
     project = join(dir, "project");
     mkdirSync(join(project, "lib"), { recursive: true });
     writeFileSync(
       join(project, "package.json"),
       `{ "name": "user-project", "private": true, "type": "module" }\n`,
     );
-    run("npm", ["install", "--offline", "--no-audit", "--no-fund", join(dir, tarball)], project);
+    run("npm", ["install", "--offline", "--no-audit", "--no-fund", tarball], project);
     cpSync(
       join(ROOT, "node_modules", "postal-mime"),
       join(project, "node_modules", "postal-mime"),
@@ -100,7 +127,6 @@ describe("the npm package, packed and installed into an empty project", {
   }
   after(() => {
     if (serve?.exitCode === null) serve.kill("SIGKILL");
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
 
   function send(spec: string): string | undefined {
@@ -226,4 +252,114 @@ export { a, b, filter };
     assert.notEqual(r.status, 0, "a handler that is not a function must not type-check");
     assert.match(r.stdout, /wrong\.ts\(2,/);
   });
+});
+
+describe("milterkit init: a project that passes its own test and type-checks", ONLY_BUN, () => {
+  let project: string;
+  let initialised = false;
+
+  /**
+   * `milterkit init` by the compiled binary, then the packed toolkit unpacked into the
+   * project's node_modules as `npm install` would put it, with @types/node from this
+   * repository (no registry: the test stays offline).
+   */
+  function init(): void {
+    if (initialised) return;
+    initialised = true;
+    const { dir, tarball } = pack();
+    project = join(dir, "new-filter");
+    const r = spawnSync(ensureBinary(), ["init", project, "--binary", BINARY], {
+      encoding: "utf8",
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^wrote filter\.ts, filter_test\.ts, .*new-filter\.service into /);
+    const pkgDir = join(project, "node_modules", "milterkit");
+    mkdirSync(pkgDir, { recursive: true });
+    run("tar", ["-xzf", tarball, "-C", pkgDir, "--strip-components=1"], project);
+    for (const p of ["@types/node", "undici-types"]) {
+      cpSync(join(ROOT, "node_modules", p), join(project, "node_modules", p), { recursive: true });
+    }
+  }
+
+  it("its test passes under bun test and deno test", SLOW, () => {
+    init();
+    run(BUN, ["test"], project);
+    const deno = run(DENO, ["test", "-A"], project);
+    assert.match(deno, /ok \| 1 passed \(3 steps\) \| 0 failed/);
+  });
+
+  it("deno check and tsc type-check the filter and its test", SLOW, () => {
+    init();
+    run(DENO, ["check", "filter.ts", "filter_test.ts"], project);
+    run("node", [TSC, "-p", "."], project);
+  });
+
+  it("the binary serves the new filter.ts as it is", SLOW, async () => {
+    init();
+    const serve = await startServe("filter.ts", { cwd: project });
+    try {
+      const out = run(
+        BINARY,
+        ["send", "-c", serve.spec, "--json"],
+        project,
+        [
+          "From: a@example.test",
+          "To: b@example.test",
+          "Subject: FREE MONEY INSIDE",
+          "",
+          "hi",
+          "",
+        ].join("\n"),
+      );
+      const t = JSON.parse(out).transactions[0];
+      assert.deepEqual(
+        t.modifications.map((m: { name: string; value: string }) => [m.name, m.value]),
+        [["X-Shouting", "yes"]],
+      );
+    } finally {
+      await serve.stop();
+    }
+  });
+
+  it("writes a systemd unit that systemd-analyze verifies, and a Postfix snippet", SLOW, () => {
+    init();
+    const unit = readFileSync(join(project, "new-filter.service"), "utf8");
+    assert.match(unit, /^DynamicUser=yes$/m);
+    assert.match(unit, /^Group=postfix$/m);
+    assert.match(unit, /^RuntimeDirectory=milterkit-new-filter$/m);
+    assert.match(
+      unit,
+      new RegExp(
+        `^ExecStart=${BINARY} serve /etc/milterkit/new-filter/filter\\.ts --listen unix:/run/milterkit-new-filter/milter\\.sock`,
+        "m",
+      ),
+    );
+    const verify = spawnSync("systemd-analyze", ["verify", "./new-filter.service"], {
+      cwd: project,
+      encoding: "utf8",
+    });
+    assert.equal(verify.status, 0, `systemd-analyze verify: ${verify.stderr}${verify.stdout}`);
+    assert.equal(verify.stderr, "", "no warnings");
+    const snippet = readFileSync(join(project, "postfix-main.cf"), "utf8");
+    assert.match(snippet, /^smtpd_milters = unix:\/run\/milterkit-new-filter\/milter\.sock$/m);
+  });
+
+  it(
+    "never overwrites: a second init fails and changes nothing; a bad name is a usage error",
+    SLOW,
+    () => {
+      init();
+      const before = readFileSync(join(project, "filter.ts"), "utf8");
+      writeFileSync(join(project, "filter.ts"), before + "// mine\n");
+      const again = spawnSync(BINARY, ["init", project], { encoding: "utf8" });
+      assert.equal(again.status, 1);
+      assert.match(again.stderr, /already has filter\.ts, filter_test\.ts/);
+      assert.equal(readFileSync(join(project, "filter.ts"), "utf8"), before + "// mine\n");
+      const bad = spawnSync(BINARY, ["init", join(project, "x"), "--name", "no spaces"], {
+        encoding: "utf8",
+      });
+      assert.equal(bad.status, 2);
+      assert.match(bad.stderr, /--name must be letters, digits/);
+    },
+  );
 });
