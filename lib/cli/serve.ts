@@ -42,6 +42,8 @@ Options:
       --eom-timeout MS       time the end-of-message handler may take (default 240000)
       --progress MS          PROGRESS keep-alive interval during eom (default 10000, 0 off)
       --idle-timeout MS      close connections idle this long (default 7210000)
+      --write-timeout MS     close a connection whose MTA takes none of our output for this
+                             long (default 60000)
       --max-connections N    connections served at once (default 1000); more are closed
       --workers N            processes serving the same TCP port (default 1; auto: one
                              per core); SIGHUP, SIGTERM and the metrics port cover all
@@ -112,6 +114,7 @@ export const serveCommand: Subcommand = {
         "eom-timeout": { type: "string" },
         progress: { type: "string" },
         "idle-timeout": { type: "string" },
+        "write-timeout": { type: "string" },
         "max-connections": { type: "string" },
         "max-frame": { type: "string" },
         "unix-mode": { type: "string" },
@@ -158,6 +161,7 @@ export const serveCommand: Subcommand = {
       eomTimeoutMs: int("eom-timeout", values["eom-timeout"]),
       progressIntervalMs: int("progress", values.progress),
       idleTimeoutMs: int("idle-timeout", values["idle-timeout"]),
+      writeTimeoutMs: int("write-timeout", values["write-timeout"]),
       maxConnections: int("max-connections", values["max-connections"], 1),
       maxDataSize: int("max-frame", values["max-frame"], 1),
       shutdownGraceMs: int("shutdown-grace", values["shutdown-grace"]),

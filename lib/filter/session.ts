@@ -65,11 +65,21 @@ export interface ServedSession {
 
 class Stop extends Error {}
 
-/** Runs a callback after pending I/O had its turn (not only microtasks). */
-const nextTask: (f: () => void) => void =
-  typeof (globalThis as { setImmediate?: unknown }).setImmediate === "function"
-    ? (f) => (globalThis as unknown as { setImmediate: (f: () => void) => void }).setImmediate(f)
-    : (f) => setTimeout(f, 0);
+const setImmediateFn = (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate;
+/** Consecutive yields before one goes through the timer queue. */
+const TIMER_YIELD_EVERY = 8;
+
+/**
+ * Lets other connections' I/O run before a busy session goes on. `setImmediate` is cheap but
+ * some event loops run every queued immediate before polling sockets again, so every
+ * {@link TIMER_YIELD_EVERY}th consecutive yield goes through a timer, which always lets I/O in.
+ */
+function yieldTurn(consecutive: number): Promise<void> {
+  return new Promise<void>((r) => {
+    if (setImmediateFn !== undefined && consecutive % TIMER_YIELD_EVERY !== 0) setImmediateFn(r);
+    else setTimeout(r, 0);
+  });
+}
 
 /**
  * Serves one MTA connection until QUIT, EOF, a protocol error, idle timeout or `signal`.
@@ -132,12 +142,14 @@ class SessionDriver<C, M> {
     this.#abort.signal.addEventListener("abort", onAbort, { once: true });
     const idle = this.#opts.idleTimeoutMs ?? 0;
     if (idle > 0) this.#armIdle(idle, idle);
+    let yields = 0;
     try {
       if (outer?.aborted) throw new Stop("signal");
       loop: while (true) {
         const step = m.run();
         switch (step.kind) {
           case "input": {
+            yields = 0;
             await this.#flush();
             const r = await this.#read(reader);
             if (r.done) {
@@ -156,7 +168,7 @@ class SessionDriver<C, M> {
             break;
           case "yield":
             await this.#flush();
-            await new Promise<void>((r) => nextTask(r));
+            await yieldTurn(++yields);
             break;
           default:
             end = "quit";

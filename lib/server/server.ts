@@ -52,6 +52,11 @@ export interface ServerOptions extends ListenOptions {
   readonly progressIntervalMs?: number;
   /** Close a connection idle this long (default 7210 s, libmilter's default). */
   readonly idleTimeoutMs?: number;
+  /**
+   * Close a connection whose MTA has not taken our output for this long while more waits to be
+   * written (default 60 s). Output waiting for a slow MTA is bounded by the socket's buffers.
+   */
+  readonly writeTimeoutMs?: number;
   /** Time open sessions get to finish on a graceful stop (default 30 s). */
   readonly shutdownGraceMs?: number;
   /** Where to log (default: nowhere). */
@@ -198,6 +203,7 @@ export function serveListener<C, M>(
       eomTimeoutMs: options.eomTimeoutMs ?? 240_000,
       progressIntervalMs: options.progressIntervalMs ?? 10_000,
       idleTimeoutMs: options.idleTimeoutMs ?? 7_210_000,
+      writeTimeoutMs: options.writeTimeoutMs ?? 60_000,
       signal: stop.signal,
       ...(options.maxDataSize === undefined ? {} : { maxDataSize: options.maxDataSize }),
       onEvent: (e) => {

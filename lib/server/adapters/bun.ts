@@ -69,6 +69,23 @@ type BunSocketOptions =
 interface BunLike {
   listen(options: BunSocketOptions): BunListener;
   connect(options: BunSocketOptions): Promise<BunSocket>;
+  gc?(force: boolean): void;
+}
+
+/**
+ * Every chunk Bun delivers is a new buffer, garbage once the frame decoder copied it into its
+ * frame. JavaScriptCore collects such buffers late: many connections each sending a large frame
+ * then hold about twice the frames' size. A collection asked for after every this many bytes
+ * received (by all sockets) keeps that garbage bounded.
+ */
+const COLLECT_EVERY = 64 * 1024 * 1024;
+let receivedSinceCollect = 0;
+
+function received(bytes: number): void {
+  receivedSinceCollect += bytes;
+  if (receivedSinceCollect < COLLECT_EVERY) return;
+  receivedSinceCollect = 0;
+  bun().gc?.(true);
 }
 
 function bun(): BunLike {
@@ -184,6 +201,7 @@ function handlers(
       onOpen(socket.data);
     },
     data(socket, data) {
+      received(data.byteLength);
       socket.data?.source.push(plainBytes(data));
     },
     drain(socket) {
