@@ -51,6 +51,7 @@ export * from "./lib/inspect/annotate/render.ts";
 export * from "./lib/inspect/recording.ts";
 export * from "./lib/inspect/recording_file.ts";
 export * from "./lib/inspect/proxy_loop.ts";
+export * from "./lib/inspect/proxy_summary.ts";
 export * from "./lib/inspect/timeline.ts";
 export {
   proxyConnection,

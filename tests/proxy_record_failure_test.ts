@@ -5,28 +5,21 @@
  * connections are answered, the error is logged once per cause, and the recording says which
  * sessions are incomplete.
  */
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import {
   closeSync,
   constants,
   mkdirSync,
-  mkdtempSync,
   openSync,
   readFileSync,
   readSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
-import { tmpdir } from "node:os";
-import { defineFilter, listen, type MilterServer, readRecording } from "../mod.ts";
-import {
-  type ProxyChild,
-  startProxy,
-  terminate,
-  transactionThrough,
-} from "./helpers/proxy_child.ts";
+import { defineFilter, readRecording } from "../mod.ts";
+import { proxySuite, terminate, transactionThrough } from "./helpers/proxy_child.ts";
 
 const TIMEOUT = { timeout: 90_000 };
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -66,28 +59,14 @@ function drain(fd: number, buf: Uint8Array): string {
 const lines = (text: string, re: RegExp) => text.split("\n").filter((l) => re.test(l));
 
 describe("proxy --record failures never stop mail", () => {
-  let server: MilterServer;
-  let upstream: string;
-  let dir: string;
-  const started: ProxyChild[] = [];
-
-  before(async () => {
-    server = await listen("inet:0@127.0.0.1", filter);
-    upstream = `inet:${(server.address as { port: number }).port}@127.0.0.1`;
-    dir = mkdtempSync(`${tmpdir()}/milterkit-record-fail-`);
-  });
-  after(async () => {
-    for (const p of started) await p.stop();
-    await server.stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const suite = proxySuite(filter);
 
   it(
     "a file system that fills: ENOSPC logged once, mail flows, recording resumes",
     TIMEOUT,
     async (t) => {
       if (process.getuid?.() !== 0) return t.skip("needs root to mount a tmpfs");
-      const mnt = `${dir}/tmpfs`;
+      const mnt = `${suite.dir}/tmpfs`;
       mkdirSync(mnt);
       try {
         execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], { stdio: "ignore" });
@@ -98,8 +77,7 @@ describe("proxy --record failures never stop mail", () => {
         // Leave about 64 KiB free: a few sessions fill it.
         writeFileSync(`${mnt}/filler`, new Uint8Array(1024 * 1024 - 64 * 1024));
         const file = `${mnt}/r.jsonl`;
-        const p = await startProxy(["-u", upstream, "--quiet", "-r", file]);
-        started.push(p);
+        const p = await suite.start(["--quiet", "-r", file]);
         assert.equal(await run(p.port, 0, 40), 40, "every message answered while the disk fills");
         const failed = lines(p.stderr(), /recording to .* failed/);
         assert.equal(failed.length, 1, `one error line:\n${p.stderr()}`);
@@ -134,21 +112,18 @@ describe("proxy --record failures never stop mail", () => {
     "a stalled disk: the queue is bounded, mail flows, writing resumes when it moves",
     TIMEOUT,
     async () => {
-      const fifo = `${dir}/stall.fifo`;
+      const fifo = `${suite.dir}/stall.fifo`;
       execFileSync("mkfifo", [fifo]);
       // A reader that does not read (yet): the proxy's writes block once the pipe is full.
       const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
       try {
-        const p = await startProxy([
-          "-u",
-          upstream,
+        const p = await suite.start([
           "--quiet",
           "-r",
           fifo,
           "--record-buffer",
           "65536",
         ]);
-        started.push(p);
         assert.equal(await run(p.port, 0, 60), 60, "every message answered while the disk stalls");
         const slow = lines(p.stderr(), /recording to .* failed/);
         assert.equal(slow.length, 1, p.stderr());

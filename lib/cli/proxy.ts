@@ -7,7 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { SessionAnnotator } from "../inspect/annotate/annotator.ts";
-import type { AnnotatedEvent, MessageSummary } from "../inspect/annotate/types.ts";
+import type { AnnotatedEvent } from "../inspect/annotate/types.ts";
 import { describeDecoded } from "../inspect/annotate/render.ts";
 import { formatSocketSpec, parseSocketSpec } from "../server/socket_spec.ts";
 import type { Connection } from "../server/adapters/types.ts";
@@ -17,7 +17,7 @@ import { proxyConnection, type UpstreamFailurePolicy } from "../inspect/proxy.ts
 import { RecordingWriter } from "../inspect/recording.ts";
 import { RecordingFile } from "../inspect/recording_file.ts";
 import { LoopGuard, upstreamLoops } from "../inspect/proxy_loop.ts";
-import { describeOutcome } from "../inspect/timeline.ts";
+import { formatMessageRecord, messageRecord } from "../inspect/proxy_summary.ts";
 import { displayText } from "../wire/text.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 import { VERSION } from "./version.ts";
@@ -72,20 +72,6 @@ Then point Postfix at the proxy: smtpd_milters = inet:127.0.0.1:8891
 `;
 
 const ARROW: Readonly<Record<Direction, string>> = { "to-filter": "→", "to-mta": "←" };
-
-function messageLine(m: MessageSummary): string {
-  const rcpts = m.recipients.map((r) =>
-    r.outcome && r.outcome.kind !== "accept" ? `${r.address}(${r.outcome.kind})` : r.address
-  ).join(",");
-  const lat = Object.entries(m.latency).map(([stage, l]) => `${stage}=${l.totalMs.toFixed(1)}ms`)
-    .join(" ");
-  const mods = m.modifications.length
-    ? ` changes=${m.modifications.map((x) => x.type).join(",")}`
-    : "";
-  return `from=${displayText(m.sender ?? "?")} to=${rcpts || "-"} verdict=${
-    describeOutcome(m.outcome)
-  }${mods} body=${m.bodySize}B${lat ? ` latency[${lat}]` : ""}`;
-}
 
 /** `milterkit proxy`. */
 export const proxyCommand: Subcommand = {
@@ -198,6 +184,7 @@ export const proxyCommand: Subcommand = {
         const lat = e.latencyMs !== undefined ? ` (${e.latencyMs.toFixed(1)} ms)` : "";
         if (values.json) {
           print(JSON.stringify({
+            type: "frame",
             session: id,
             t: e.time,
             dir: e.direction,
@@ -217,9 +204,8 @@ export const proxyCommand: Subcommand = {
         for (const m of s.messages.slice(printed)) {
           if (m.outcome.kind === "incomplete") break;
           printed++;
-          if (values.json) {
-            print(JSON.stringify({ session: id, message: m.index, summary: messageLine(m) }));
-          } else print(`[${id}] message ${m.index + 1}: ${messageLine(m)}`);
+          const r = messageRecord(id, m, s);
+          print(values.json ? JSON.stringify(r) : formatMessageRecord(r));
         }
       };
       const summary = await proxyConnection(conn, {

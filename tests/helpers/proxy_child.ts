@@ -5,7 +5,18 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { connectSocket, endSession, MilterClient, runTransaction } from "../../mod.ts";
+import { after, before } from "node:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import {
+  connectSocket,
+  endSession,
+  type Filter,
+  listen,
+  MilterClient,
+  type MilterServer,
+  runTransaction,
+} from "../../mod.ts";
 
 const CLI = fileURLToPath(new URL("../../cli.ts", import.meta.url));
 
@@ -71,8 +82,9 @@ export async function startProxy(
   const deadline = Date.now() + timeoutMs;
   let port = 0;
   while (port === 0) {
-    const m = /proxy listening listen=inet:(\d+)@/.exec(err);
-    if (m) port = Number(m[1]);
+    const m = /proxy listening listen=inet:(\d+)@|"event":"proxy listening","listen":"inet:(\d+)@/
+      .exec(err);
+    if (m) port = Number(m[1] ?? m[2]);
     else if (gone) throw new Error(`milterkit proxy exited at start:\n${err}${out}`);
     else if (Date.now() > deadline) {
       child.kill("SIGKILL");
@@ -150,4 +162,43 @@ export async function transactionThrough(port: number, n: number, bodyLines = 20
   });
   await endSession(client);
   return r.verdict.type;
+}
+
+/**
+ * Registers before/after hooks of a suite that runs `milterkit proxy` children in front of an
+ * in-process filter server: `upstream` is the filter's spec, `dir` a scratch folder, `start`
+ * starts a proxy relaying to the filter (stopped after the suite).
+ */
+export function proxySuite(filter: Filter): {
+  readonly upstream: string;
+  readonly dir: string;
+  start(args: readonly string[], listen?: string): Promise<ProxyChild>;
+} {
+  let server: MilterServer;
+  let upstream = "";
+  let dir = "";
+  const started: ProxyChild[] = [];
+  before(async () => {
+    server = await listen("inet:0@127.0.0.1", filter);
+    upstream = `inet:${(server.address as { port: number }).port}@127.0.0.1`;
+    dir = mkdtempSync(`${tmpdir()}/milterkit-proxy-test-`);
+  });
+  after(async () => {
+    for (const p of started) await p.stop();
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    get upstream() {
+      return upstream;
+    },
+    get dir() {
+      return dir;
+    },
+    async start(args, listenAt) {
+      const p = await startProxy(["-u", upstream, ...args], listenAt);
+      started.push(p);
+      return p;
+    },
+  };
 }

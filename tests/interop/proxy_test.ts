@@ -387,14 +387,14 @@ describe("milterkit proxy between real Postfix and real filters", () => {
     assert.match(
       out,
       new RegExp(
-        `\\[${id}\\] message 1: from=<sender@example.test> ` +
+        `\\[${id}\\] message 1 \\S+Z queue=\\w+: from=<sender@example.test> ` +
           `to=<user@example.test>,<removed@example.test> verdict=ACCEPT \\(continue at eom\\) ` +
           `changes=addheader,chgheader,insheader,chgheader,addrcpt,addrcpt_par,delrcpt,chgfrom,replbody`,
       ),
     );
     assert.match(
       out,
-      /\] message 1: from=<sender@example.test> to=<user@example.test> verdict=REJECT/,
+      /\] message 1 \S+Z queue=\w+: from=<sender@example.test> to=<user@example.test> verdict=REJECT/,
     );
     const check = await runCli(["dump", "--check", recL()]);
     assert.equal(check.code, 0, check.stdout);
