@@ -1,6 +1,7 @@
 /**
- * The file behind `milterkit proxy --record`: lines are queued and written in batches by
- * asynchronous writes, so the byte path never waits for the disk. A recording that fails (a
+ * The file behind `milterkit proxy --record`: lines are handed to the kernel by asynchronous
+ * writes, at once when no write is in flight and otherwise in one batch when it completes, so
+ * the byte path never waits for the disk. A recording that fails (a
  * full file system, a slow or stalled disk, an I/O error) never stops mail: the failure is
  * reported once per cause, lines are dropped and counted while it lasts, writing is retried
  * every `retryMs`, and a note line in the recording says how many lines were lost.
@@ -89,7 +90,6 @@ export class RecordingFile {
   #queue: string[] = [];
   #queued = 0;
   #writing = false;
-  #timer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   #idle: (() => void)[] = [];
   /** The cause lines are being dropped for, if any. */
@@ -155,21 +155,13 @@ export class RecordingFile {
     }
     this.#queue.push(line);
     this.#queued += line.length + 1;
-    if (!this.#writing && this.#timer === undefined) {
-      this.#timer = setTimeout(() => {
-        this.#timer = undefined;
-        this.#flush();
-      }, 0);
-    }
+    // Idle: the line goes to the kernel at once (a kill loses nothing already handed over);
+    // busy: lines gather into the next batch, written when the current one completes.
+    if (!this.#writing) this.#flush();
   }
 
   /** Resolves once everything queued so far is written (or dropped). */
   flush(): Promise<void> {
-    if (this.#timer !== undefined) {
-      clearTimeout(this.#timer);
-      this.#timer = undefined;
-      this.#flush();
-    }
     if (!this.#writing && this.#queue.length === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idle.push(resolve));
   }
