@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # install.sh - install the real milter peers the interop tests drive (Debian 12 packages):
-# Postfix (MTA side), libmilter + gcc (our C test filter), miltertest, OpenDKIM, pymilter, swaks.
+# Postfix (MTA side), libmilter + gcc (our C test filter), miltertest, OpenDKIM, pymilter, swaks,
+# HAProxy and Redis (the scale-out recipe and the shared-state example).
 # Idempotent and non-interactive: installs only what is missing, runs 'apt-get update' only when
 # apt has no package lists (or APT_UPDATE=1, or a first install attempt fails), and keeps package
 # scripts from starting daemons. Needs root (or sudo). Prints the installed versions.
@@ -19,7 +20,8 @@ fi
 command -v apt-get >/dev/null || { echo "install.sh: apt-get not found (Debian 12 expected)" >&2; exit 1; }
 
 PKGS=(postfix swaks libmilter-dev gcc libc6-dev miltertest opendkim opendkim-tools python3-milter
-  systemd)  # systemd: systemd-analyze verify of the unit `milterkit init` writes
+  systemd  # systemd: systemd-analyze verify of the unit `milterkit init` writes
+  haproxy redis-server)  # the scale-out recipe and the shared-state example
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -26,6 +26,8 @@ const PEER_FILES = [
   "/usr/sbin/opendkim",
   "/usr/sbin/opendkim-genkey",
   "/usr/bin/miltertest",
+  "/usr/sbin/haproxy",
+  "/usr/bin/redis-server",
 ];
 
 let peersReady = false;
