@@ -12,7 +12,12 @@ import { basename, isAbsolute, join, relative, resolve } from "node:path";
 import process from "node:process";
 import { pathToFileURL } from "node:url";
 import { bunScriptBundler, registerBunModules } from "../server/adapters/bun_script.ts";
-import { registerNodeHooks, reloadQuery } from "../server/adapters/node_script.ts";
+import {
+  isNode,
+  nodeSyntaxPosition,
+  registerNodeHooks,
+  reloadQuery,
+} from "../server/adapters/node_script.ts";
 import { ResolveError, resolveImport, toolkitSubpath } from "./resolve.ts";
 import type { Filter } from "../filter/filter.ts";
 import { negotiateFilter, requirementsOf } from "../filter/negotiate.ts";
@@ -223,8 +228,12 @@ function firstLocalPosition(text: string): [string, number, number | undefined] 
 }
 
 /** A one-line reason plus, when a position is known, `file:line:col` and a code frame. */
-function describeLoadError(path: string, e: unknown): string {
+function describeLoadError(path: string, e: unknown, abs: string): string {
   const err = e instanceof Error ? e : new Error(String(e));
+  if (err.name === "SyntaxError" && isNode()) {
+    const at = nodeSyntaxPosition(abs);
+    if (at !== undefined) return codeFrame(err.message, at.file, at.line, at.column);
+  }
   const message = err.message.split("\n")[0]!.replace(/^(file:\/\/)?\/[^\s:]+:\d+\s*$/, "") ||
     err.name;
   const pos = firstLocalPosition(`${err.message}\n${err.stack ?? ""}`);
@@ -311,7 +320,7 @@ export async function loadScript(path: string, options: LoadOptions = {}): Promi
     mod = await timeBox(importScript(abs, path, options.fresh ?? false), timeoutMs, late);
   } catch (e) {
     if (e instanceof ScriptError) throw e;
-    throw new ScriptError(describeLoadError(path, e), { cause: e });
+    throw new ScriptError(describeLoadError(path, e, abs), { cause: e });
   }
   const filter = checkFilter(path, mod.default ?? mod.filter);
   const loaded = { filter, module: mod };
@@ -324,7 +333,7 @@ export async function loadScript(path: string, options: LoadOptions = {}): Promi
       );
     } catch (e) {
       if (e instanceof ScriptError) throw e;
-      throw new ScriptError(`${path}: restore() failed: ${describeLoadError(path, e)}`, {
+      throw new ScriptError(`${path}: restore() failed: ${describeLoadError(path, e, abs)}`, {
         cause: e,
       });
     }

@@ -151,7 +151,7 @@ describe("the npm package, packed and installed into an empty project", ONLY_BUN
   }
 
   it(
-    "under Node, the package's bin serves a filter that milterkit send drives; SIGHUP reloads",
+    "under Node, the package's bin serves a filter that milterkit send drives; SIGHUP reloads; a broken reload is named by file:line:col",
     SLOW,
     async () => {
       install();
@@ -176,6 +176,15 @@ describe("the npm package, packed and installed into an empty project", ONLY_BUN
       process.kill(serve.pid!, "SIGHUP");
       await until("reload", () => /"event":"reloaded"/.test(log));
       assert.equal(send(spec), "npm+two");
+
+      writeFileSync(join(project, "lib", "word.js"), `export const word = "three" +;\n`);
+      process.kill(serve.pid!, "SIGHUP");
+      await until("failed reload", () => /"event":"reload failed/.test(log));
+      assert.match(
+        log,
+        /"error":"lib\/word\.js:1:30: Unexpected token ';'\\n1 \| export const word/,
+      );
+      assert.equal(send(spec), "npm+two", "the running version is kept");
 
       const exited = new Promise((r) => serve!.once("exit", r));
       process.kill(serve.pid!, "SIGTERM");

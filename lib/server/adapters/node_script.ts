@@ -7,11 +7,20 @@
  * @module
  */
 
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 import * as nodeModule from "node:module";
+import { dirname, resolve as resolvePath } from "node:path";
 import process from "node:process";
 
 const REGISTRY = Symbol.for("milterkit.self");
 const QUERY = "milterkit-gen";
+
+/** True under Node (not Bun or Deno, which also set `process.versions.node`). */
+export function isNode(): boolean {
+  const versions = process.versions as Record<string, string | undefined>;
+  return versions.bun === undefined && versions.deno === undefined;
+}
 
 /**
  * Installs the hooks once (Node 20.6+). `toolkitSubpath` maps a specifier to an entry point
@@ -25,8 +34,7 @@ export function registerNodeHooks(
   modules: Record<string, object>,
   toolkitSubpath: (specifier: string) => string | undefined,
 ): boolean {
-  const versions = process.versions as Record<string, string | undefined>;
-  if (versions.bun !== undefined || versions.deno !== undefined) return false;
+  if (!isNode()) return false;
   const register = (nodeModule as { register?: (url: string, o: unknown) => void }).register;
   if (register === undefined) return false;
   const g = globalThis as Record<symbol, unknown>;
@@ -73,4 +81,41 @@ export async function load(url, context, next) {
 /** The query that marks a module (and, through the hooks, its local imports) as reload `n`. */
 export function reloadQuery(n: number): string {
   return `?${QUERY}=${n}`;
+}
+
+/**
+ * Where a syntax error is, for Node, whose import errors do not say: `node --check` on the
+ * script and then on the local modules it imports (relative specifiers, breadth first), until
+ * one fails.
+ *
+ * @param entry Absolute path of the script.
+ * @returns The file and 1-based line and column, or undefined when no file fails the check.
+ */
+export function nodeSyntaxPosition(
+  entry: string,
+): { file: string; line: number; column: number | undefined } | undefined {
+  const seen = new Set<string>();
+  const queue = [entry];
+  while (queue.length > 0 && seen.size < 200) {
+    const file = queue.shift()!;
+    if (seen.has(file) || !existsSync(file)) continue;
+    seen.add(file);
+    const r = spawnSync(process.execPath, ["--check", file], { encoding: "utf8" });
+    if (r.status !== 0) {
+      const lines = (r.stderr ?? "").split("\n");
+      const at = lines.findIndex((l) => l.startsWith(file + ":"));
+      if (at < 0) return undefined;
+      const caret = lines[at + 2]?.indexOf("^") ?? -1;
+      return {
+        file,
+        line: Number(lines[at]!.slice(file.length + 1)),
+        column: caret < 0 ? undefined : caret + 1,
+      };
+    }
+    const source = readFileSync(file, "utf8");
+    for (const m of source.matchAll(/(?:from|import)\s*\(?\s*["'](\.\.?\/[^"']+)["']/g)) {
+      queue.push(resolvePath(dirname(file), m[1]!));
+    }
+  }
+  return undefined;
 }
