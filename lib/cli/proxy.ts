@@ -157,6 +157,9 @@ export const proxyCommand: Subcommand = {
       ? new RecordingWriter((l) => file.write(l), {
         redact: values.redact,
         header: { tool: `milterkit ${VERSION}`, upstream },
+        // The proxy annotates each session once and hands the events over (redaction needs
+        // the writer's own decoding of the redacted frames).
+        events: values.redact,
         lostLines: () => file.lostLines,
       })
       : undefined;
@@ -178,7 +181,7 @@ export const proxyCommand: Subcommand = {
       const mta = conn.remote ? formatSocketSpec(conn.remote) : "?";
       let forget = () => {};
       recorder?.start(id, { mta, filter: upstream, time: started });
-      if (!values.json) print(`[${id}] connection from ${mta}`);
+      if (!values.json && !values.quiet) print(`[${id}] connection from ${mta}`);
       const show = (e: AnnotatedEvent) => {
         if (values.quiet) return;
         const lat = e.latencyMs !== undefined ? ` (${e.latencyMs.toFixed(1)} ms)` : "";
@@ -226,15 +229,16 @@ export const proxyCommand: Subcommand = {
             log.error("recording failed", { session: id, error: e });
           }
         },
-        onFrame: (f) => {
-          const e = f.direction === "to-filter"
-            ? annotator.pushCommand(f.frame, f.time)
-            : annotator.pushReply(f.frame, f.time);
+        onRawFrame: (dir, time, frame) => {
+          const e = dir === "to-filter"
+            ? annotator.pushCommand(frame, time)
+            : annotator.pushReply(frame, time);
           show(e);
-          const type = "decoded" in f ? f.decoded.type : "";
+          if (!values.redact) recorder?.event(id, e);
+          const type = "error" in e.decoded ? "" : e.decoded.type;
           if (
             type === "abort" || type === "quit" ||
-            (f.direction === "to-mta" && e.final && e.stage === "eom")
+            (dir === "to-mta" && e.final && e.stage === "eom")
           ) {
             summarise();
           }

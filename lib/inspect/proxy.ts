@@ -13,6 +13,7 @@ import { ConnectionClosedError } from "../wire/errors.ts";
 import type { Filter } from "../filter/filter.ts";
 import { serveConnection } from "../filter/session.ts";
 import { FrameDecoder } from "../wire/frame.ts";
+import { SMFIC, SMFIR } from "../wire/constants.ts";
 import { encodeReply } from "../wire/reply_codec.ts";
 import { decodeReply } from "../wire/reply_codec.ts";
 import type { Command, Direction, Duplex, Frame, Reply } from "../wire/types.ts";
@@ -43,6 +44,12 @@ export interface ProxyOptions {
   readonly onChunk?: (direction: Direction, time: number, bytes: Uint8Array) => void;
   /** Every frame decoded by the tap. */
   readonly onFrame?: (frame: TapFrame) => void;
+  /**
+   * Every frame the tap cut out, not decoded (cheaper than {@link ProxyOptions.onFrame} when
+   * the listener decodes itself, e.g. with a {@link SessionAnnotator}). The payload is a view
+   * into the chunk: copy it to keep it past the call.
+   */
+  readonly onRawFrame?: (direction: Direction, time: number, frame: Frame) => void;
   /** Notes: upstream failures, fallback answers, decode errors. */
   readonly onNote?: (message: string, error?: Error) => void;
   /** Largest frame the tap decodes (default 1 MiB); larger ones stop decoding, not forwarding. */
@@ -75,16 +82,61 @@ export interface ProxySummary {
   readonly error?: Error;
 }
 
-const FINAL = new Set(["continue", "accept", "reject", "tempfail", "discard", "replycode", "skip"]);
+/** What the proxy needs of a command to answer in the filter's place: its type (and version). */
+interface SeenCommand {
+  readonly type: Command["type"];
+  readonly version?: number;
+}
 
-/** Follows one direction's frames without ever throwing into the byte path. */
+/** Command bytes to types, for following a session without decoding every frame. */
+const COMMAND_TYPES: Readonly<Record<number, Command["type"]>> = {
+  [SMFIC.ABORT]: "abort",
+  [SMFIC.BODY]: "body",
+  [SMFIC.CONNECT]: "connect",
+  [SMFIC.MACRO]: "macro",
+  [SMFIC.BODYEOB]: "eom",
+  [SMFIC.HELO]: "helo",
+  [SMFIC.QUIT_NC]: "quit_nc",
+  [SMFIC.HEADER]: "header",
+  [SMFIC.MAIL]: "mail",
+  [SMFIC.EOH]: "eoh",
+  [SMFIC.OPTNEG]: "optneg",
+  [SMFIC.QUIT]: "quit",
+  [SMFIC.RCPT]: "rcpt",
+  [SMFIC.DATA]: "data",
+  [SMFIC.UNKNOWN]: "unknown",
+};
+/** Replies that end the wait for a command (PROGRESS, QUARANTINE and modifications do not). */
+const FINAL_REPLIES = new Set<number>([
+  SMFIR.CONTINUE,
+  SMFIR.ACCEPT,
+  SMFIR.REJECT,
+  SMFIR.TEMPFAIL,
+  SMFIR.DISCARD,
+  SMFIR.REPLYCODE,
+  SMFIR.SKIP,
+]);
+
+const u32 = (b: Uint8Array, at: number): number | undefined =>
+  b.length >= at + 4
+    ? ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0
+    : undefined;
+
+/**
+ * Follows one direction's frames without ever throwing into the byte path. Frames are cut out
+ * of the chunks (views, no copies); nothing is decoded here.
+ */
 class Tap {
   readonly #decoder: FrameDecoder;
   readonly #direction: Direction;
-  readonly #onFrame: (f: TapFrame) => void;
+  readonly #onFrame: (direction: Direction, time: number, frame: Frame) => void;
   broken: string | undefined;
 
-  constructor(direction: Direction, max: number, onFrame: (f: TapFrame) => void) {
+  constructor(
+    direction: Direction,
+    max: number,
+    onFrame: (direction: Direction, time: number, frame: Frame) => void,
+  ) {
     this.#direction = direction;
     this.#decoder = new FrameDecoder({ maxDataSize: max });
     this.#onFrame = onFrame;
@@ -104,39 +156,37 @@ class Tap {
       this.broken = (e as Error).message;
       return;
     }
-    for (const frame of frames) {
-      try {
-        const decoded = this.#direction === "to-filter" ? decodeCommand(frame) : decodeReply(frame);
-        this.#onFrame({ direction: this.#direction, time, frame, decoded });
-      } catch (e) {
-        this.#onFrame({ direction: this.#direction, time, frame, error: (e as Error).message });
-      }
-    }
+    for (const frame of frames) this.#onFrame(this.#direction, time, frame);
   }
 }
 
 /** Tracks what the MTA waits for, to answer in the filter's place if it dies. */
 class Pending {
   negotiatedProtocol: number | undefined;
-  offerVersion = 6;
   /** Commands still waiting for their final reply, oldest first. */
-  readonly waiting: Command[] = [];
+  readonly waiting: SeenCommand[] = [];
   quit = false;
 
-  command(c: Command): void {
-    if (c.type === "optneg") {
-      this.offerVersion = c.version;
+  /** Notes a command frame; returns what it is, or undefined for an unknown code. */
+  command(frame: Frame): SeenCommand | undefined {
+    const type = COMMAND_TYPES[frame.code];
+    if (type === undefined) return undefined;
+    if (type === "optneg") {
+      const c = { type, version: u32(frame.payload, 0) ?? 6 };
       this.waiting.push(c);
-    } else if (c.type === "quit" || c.type === "quit_nc") {
-      this.quit = c.type === "quit";
-    } else if (expectsReply(c.type, this.negotiatedProtocol ?? 0)) this.waiting.push(c);
+      return c;
+    }
+    const c = { type };
+    if (type === "quit" || type === "quit_nc") this.quit = type === "quit";
+    else if (expectsReply(type, this.negotiatedProtocol ?? 0)) this.waiting.push(c);
+    return c;
   }
 
-  reply(r: Reply): void {
-    if (r.type === "optneg") {
-      this.negotiatedProtocol = r.protocol;
+  reply(frame: Frame): void {
+    if (frame.code === SMFIR.OPTNEG) {
+      this.negotiatedProtocol = u32(frame.payload, 8) ?? 0;
       this.waiting.shift();
-    } else if (FINAL.has(r.type)) this.waiting.shift();
+    } else if (FINAL_REPLIES.has(frame.code)) this.waiting.shift();
   }
 }
 
@@ -173,17 +223,25 @@ export async function proxyConnection(
   const policy = options.onUpstreamFailure ?? "tempfail";
   const bytes: Record<Direction, number> = { "to-filter": 0, "to-mta": 0 };
   const pending = new Pending();
-  let waitingCommand: ((c: Command | undefined) => void) | undefined;
-  const onFrame = (f: TapFrame) => {
-    if ("decoded" in f) {
-      if (f.direction === "to-filter") {
-        const c = f.decoded as Command;
-        pending.command(c);
-        waitingCommand?.(c);
-      } else pending.reply(f.decoded as Reply);
+  let waitingCommand: ((c: SeenCommand | undefined) => void) | undefined;
+  const onFrame = (direction: Direction, time: number, frame: Frame) => {
+    if (direction === "to-filter") {
+      const c = pending.command(frame);
+      if (c !== undefined) waitingCommand?.(c);
+    } else pending.reply(frame);
+    try {
+      options.onRawFrame?.(direction, time, frame);
+    } catch { /* the tap never alters the path */ }
+    if (options.onFrame === undefined) return;
+    let f: TapFrame;
+    try {
+      const decoded = direction === "to-filter" ? decodeCommand(frame) : decodeReply(frame);
+      f = { direction, time, frame, decoded };
+    } catch (e) {
+      f = { direction, time, frame, error: (e as Error).message };
     }
     try {
-      options.onFrame?.(f);
+      options.onFrame(f);
     } catch { /* the tap never alters the path */ }
   };
   const max = options.maxDataSize ?? 1024 * 1024;
@@ -255,6 +313,8 @@ export async function proxyConnection(
   let upstreamFailed: Error | undefined;
 
   let upstreamWritable = true;
+  /** A failed write to the MTA: ends the filter → MTA direction. */
+  let writeError: unknown;
   const forward = async (
     reader: ReadableStreamDefaultReader<Uint8Array>,
     writer: WritableStreamDefaultWriter<Uint8Array>,
@@ -277,21 +337,23 @@ export async function proxyConnection(
       try {
         options.onChunk?.(direction, t, value);
       } catch { /* recording failures never stall the relay */ }
-      // The write starts before the tap decodes (forwarding first), and the tap sees the
-      // bytes before the write is awaited: so the tap always sees a command before the reply
-      // it causes, whatever the runtime's write latency.
-      let written: Promise<void> | undefined;
-      if (direction === "to-mta") written = writer.write(value);
-      else if (upstreamWritable) {
+      // The write starts before the tap looks at the bytes (forwarding first), and the tap
+      // sees them before the next read: so the tap always sees a command before the reply it
+      // causes, whatever the runtime's write latency. Writes are not awaited one by one: the
+      // next read waits only when the writer's queue is full.
+      if (direction === "to-mta") {
+        if (writeError) throw writeError;
+        writer.write(value).catch((e) => (writeError ??= e));
+      } else if (upstreamWritable) {
         // A failed write to the filter does not stop reading the MTA: the tap must keep
         // following its commands so the proxy can answer in the filter's place.
-        written = writer.write(value).catch((e) => {
+        writer.write(value).catch((e) => {
           upstreamWritable = false;
           upstreamFailed ??= e instanceof Error ? e : new Error(String(e));
         });
       }
       tap.feed(value, t);
-      await written;
+      if ((writer.desiredSize ?? 1) <= 0) await writer.ready.catch(() => {});
     }
   };
 
@@ -366,19 +428,25 @@ export async function proxyConnection(
       bytes["to-mta"] += b.length;
       await mtaWriter.write(b);
     };
-    const answerOne = async (c: Command) => {
+    const answerOne = async (c: SeenCommand) => {
       if (c.type === "optneg") {
-        await send({ type: "optneg", version: Math.min(6, c.version), actions: 0, protocol: 0 });
+        await send({
+          type: "optneg",
+          version: Math.min(6, c.version ?? 6),
+          actions: 0,
+          protocol: 0,
+        });
         pending.negotiatedProtocol = 0;
       } else await send(answer);
     };
-    const expects = (c: Command): boolean => expectsReply(c.type, pending.negotiatedProtocol ?? 0);
+    const expects = (c: SeenCommand): boolean =>
+      expectsReply(c.type, pending.negotiatedProtocol ?? 0);
     // Everything below up to the first await runs at once, so no command the tap sees from now
     // on can slip between "what the MTA already waits for" and "what it sends next".
     let chain = Promise.resolve();
     let finish!: () => void;
     const ended = new Promise<void>((resolve) => (finish = resolve));
-    const enqueue = (c: Command) => {
+    const enqueue = (c: SeenCommand) => {
       chain = chain.then(() => answerOne(c)).catch(() => finish());
     };
     for (const c of pending.waiting.splice(0)) enqueue(c);

@@ -49,7 +49,7 @@ import { encodeFrame, FrameDecoder } from "../wire/frame.ts";
 import { decodeReply, encodeReply } from "../wire/reply_codec.ts";
 import { RECORDING_FORMAT, RECORDING_VERSION } from "./recording_read.ts";
 import type { Direction, Frame } from "../wire/types.ts";
-import type { SessionSummary } from "./annotate/annotator.ts";
+import type { AnnotatedEvent, SessionSummary } from "./annotate/annotator.ts";
 
 /** Options of {@link RecordingWriter}. */
 export interface RecordingWriterOptions {
@@ -208,19 +208,36 @@ export class RecordingWriter {
     if (s.annotator === undefined) return;
     for (const f of frames) {
       const e = dir === "to-filter" ? s.annotator.pushCommand(f, t) : s.annotator.pushReply(f, t);
-      this.#line({
-        type: "event",
-        session,
-        t,
-        seq: e.seq,
-        dir,
-        stage: e.stage,
-        summary: describeDecoded(e.decoded, dir),
-        decoded: decodedToJson(e.decoded),
-        ...(e.answers !== undefined ? { answers: e.answers } : {}),
-        ...(e.latencyMs !== undefined ? { latencyMs: e.latencyMs } : {}),
-      });
+      this.#event(session, e, t);
     }
+  }
+
+  /**
+   * Records an event decoded elsewhere: for a caller that annotates the session itself (as
+   * the proxy does), with a writer made with `events: false` so nothing is decoded twice.
+   *
+   * @param session The session id.
+   * @param e The annotated frame.
+   */
+  event(session: string, e: AnnotatedEvent): void {
+    const s = this.#sessions.get(session);
+    if (s === undefined || s.cut) return;
+    this.#event(session, e, e.time ?? this.#now());
+  }
+
+  #event(session: string, e: AnnotatedEvent, t: number): void {
+    this.#line({
+      type: "event",
+      session,
+      t,
+      seq: e.seq,
+      dir: e.direction,
+      stage: e.stage,
+      summary: describeDecoded(e.decoded, e.direction),
+      decoded: decodedToJson(e.decoded),
+      ...(e.answers !== undefined ? { answers: e.answers } : {}),
+      ...(e.latencyMs !== undefined ? { latencyMs: e.latencyMs } : {}),
+    });
   }
 
   /**
@@ -297,6 +314,9 @@ function withoutValue<T extends object>(d: T): T {
 }
 
 function toBase64(bytes: Uint8Array): string {
+  // Native where the runtime has it (Bun, Deno, recent Node): no intermediate string.
+  const native = (bytes as Uint8Array & { toBase64?: () => string }).toBase64;
+  if (native !== undefined) return native.call(bytes);
   let s = "";
   for (let i = 0; i < bytes.length; i += 0x8000) {
     s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
