@@ -257,7 +257,17 @@ async function importScript(abs: string, path: string, fresh: boolean) {
   const n = ++generation;
   if (bundle !== undefined) {
     const r = await bundle(abs, (specifier, importer, kind) => {
-      const res = resolveImport(specifier, importer, { kind });
+      let res;
+      try {
+        res = resolveImport(specifier, importer, { kind });
+      } catch (e) {
+        // A `require()` of a package that is not installed is how CommonJS packages probe for
+        // optional dependencies (`try { require("supports-color") } catch {}` in `debug`): leave
+        // it to run time, where it throws into the package's own catch. A missing import stays
+        // a load error.
+        if (kind === "require" && e instanceof ResolveError) return { external: specifier };
+        throw e;
+      }
       if (res.kind === "toolkit") {
         // Not the program (a test runner, say): the runtime's own resolution finds the toolkit.
         if (Object.keys(toolkit).length === 0) return undefined;

@@ -147,6 +147,7 @@ const CHECKS: Record<string, { name: string; actions: string; answered: string }
     answered: "-",
   },
   "recipient_allowlist.ts": { name: "recipient-allowlist", actions: "none", answered: "envrcpt" },
+  "greylist_redis.ts": { name: "greylist-redis", actions: "none", answered: "envrcpt" },
   "reject_subject.ts": { name: "reject-subject", actions: "none", answered: "header" },
   "rewrite_sender.ts": { name: "rewrite-sender", actions: "ADDHDRS CHGFROM", answered: "-" },
   "tag_suspicious.ts": { name: "tag-suspicious", actions: "ADDHDRS CHGHDRS", answered: "-" },

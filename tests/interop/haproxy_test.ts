@@ -86,7 +86,7 @@ describe("Postfix → HAProxy → two milterkit serve instances, one killed mid-
     front = ports[8890];
     peers.push(await startPeer("haproxy", "haproxy", ["-db", "-f", cfgFile], front));
     mta = await startPostfix({ milters: `inet:127.0.0.1:${front}`, defaultAction: "tempfail" });
-  });
+  }, { timeout: 120_000 }); // peers take a while to start on a busy machine
 
   after(async () => {
     await mta?.stop();
