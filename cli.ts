@@ -75,6 +75,7 @@ function processIo(): CliIo {
     stdout: (t) => void process.stdout.write(t),
     stderr: (t) => void process.stderr.write(t),
     isTty: Boolean(process.stdout.isTTY),
+    errIsTty: Boolean(process.stderr.isTTY),
     env: process.env,
     signal: ac.signal,
     stdin: () => Readable.toWeb(process.stdin) as unknown as ReadableStream<Uint8Array>,
@@ -84,6 +85,16 @@ function processIo(): CliIo {
     },
     readFile: async (path) => new Uint8Array(await readFile(path)),
     self: selfCommand(),
+    onUncaught: (fn) => {
+      const rejection = (reason: unknown) => fn(reason, "unhandled rejection");
+      const exception = (error: unknown) => fn(error, "uncaught exception");
+      process.on("unhandledRejection", rejection);
+      process.on("uncaughtException", exception);
+      return () => {
+        process.off("unhandledRejection", rejection);
+        process.off("uncaughtException", exception);
+      };
+    },
   };
 }
 

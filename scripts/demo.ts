@@ -19,7 +19,11 @@ const port = await new Promise<number>((resolve) => {
   });
 });
 const spec = `inet:${port}@127.0.0.1`;
-const say = (s: string) => console.log(`\n\x1b[1m$ ${s}\x1b[0m`);
+// Bold commands on a terminal only: a pipe or NO_COLOR gets plain text (so do the children,
+// whose output is a pipe or the same terminal).
+const bold = process.stdout.isTTY && (process.env.NO_COLOR ?? "") === "" &&
+  process.env.TERM !== "dumb";
+const say = (s: string) => console.log(bold ? `\n\x1b[1m$ ${s}\x1b[0m` : `\n$ ${s}`);
 
 say(`milterkit serve examples/tag_suspicious.ts --listen ${spec}`);
 const server = spawn(bun, [

@@ -9,6 +9,8 @@ import { MilterClient } from "../mta/client.ts";
 import { endSession, runTransaction } from "../mta/transaction.ts";
 import { connect } from "../server/net.ts";
 import { parseSocketSpec } from "../server/socket_spec.ts";
+import { paint, verdictColor } from "../server/colors.ts";
+import { COLOR_OPTIONS, wantColor } from "./color.ts";
 import type { Command } from "../wire/types.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 
@@ -31,6 +33,9 @@ Options:
       --recipients N       recipients per message (default 1)
       --mta PRESET         postfix (default), postfix-2, postfix-3, postfix-4, sendmail
       --json               print the result as one JSON document
+      --color WHEN         colour the verdicts: auto (on a terminal, unless NO_COLOR
+                           is set), always, never
+      --no-color           same as --color never
   -h, --help               show this help
 
 Examples:
@@ -109,6 +114,7 @@ export const benchCommand: Subcommand = {
         recipients: { type: "string", default: "1" },
         mta: { type: "string", default: "postfix" },
         json: { type: "boolean", default: false },
+        ...COLOR_OPTIONS,
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -117,6 +123,7 @@ export const benchCommand: Subcommand = {
       return EXIT.OK;
     }
     if (positionals.length > 0) throw new UsageError(`Unexpected argument ${positionals[0]}`);
+    const color = wantColor(io, values);
     if (!values.connect) throw new UsageError("--connect SPEC is required");
     const filterAt = parseSocketSpec(values.connect);
     const num = (name: string, v: string | undefined, min: number) => {
@@ -247,7 +254,11 @@ export const benchCommand: Subcommand = {
         `${done} messages in ${
           seconds.toFixed(1)
         } s over ${connections} connections: ${result.messagesPerSecond} msg/s`,
-        `verdicts: ${Object.entries(verdicts).map(([k, v]) => `${k} ${v}`).join(", ") || "none"}` +
+        `verdicts: ${
+          Object.entries(verdicts).map(([k, v]) => `${paint(verdictColor(k), k, color)} ${v}`).join(
+            ", ",
+          ) || "none"
+        }` +
         (Object.keys(errors).length
           ? `; errors: ${Object.entries(errors).map(([k, v]) => `${k} ${v}`).join(", ")}`
           : ""),

@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 import type { Outcome } from "../inspect/annotate/annotator.ts";
 import { readSessions } from "../inspect/sources.ts";
 import { renderTimeline, type SessionReport, sessionToJson } from "../inspect/timeline.ts";
+import { COLOR_OPTIONS, wantColor } from "./color.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 import { replaySessions } from "./dump_replay.ts";
 
@@ -43,7 +44,9 @@ Options:
       --raw             show every frame, macros included, with its bytes
       --check           print only the sessions with protocol checker
                         findings, then a summary line; exit 1 if any
-      --color WHEN      auto (default: when stdout is a terminal), always, never
+      --color WHEN      auto (default: when stdout is a terminal, unless NO_COLOR
+                        is set), always, never
+      --no-color        same as --color never
       --replay SESSION  play the MTA side of SESSION (id as for --session)
                         against the filter at --connect and show where its
                         answers differ from the recorded ones; repeat it or
@@ -124,7 +127,7 @@ export const dumpCommand: Subcommand = {
         verdict: { type: "string" },
         raw: { type: "boolean", default: false },
         check: { type: "boolean", default: false },
-        color: { type: "string", default: "auto" },
+        ...COLOR_OPTIONS,
         replay: { type: "string", multiple: true },
         connect: { type: "string", short: "c" },
         compare: { type: "string", default: "answers" },
@@ -142,11 +145,7 @@ export const dumpCommand: Subcommand = {
         `--verdict must be one of ${VERDICTS.join(", ")}, got ${values.verdict}`,
       );
     }
-    if (!["auto", "always", "never"].includes(values.color)) {
-      throw new UsageError(`--color must be auto, always or never, got ${values.color}`);
-    }
-    const color = values.color === "always" ||
-      (values.color === "auto" && io.isTty && io.env.NO_COLOR === undefined);
+    const color = wantColor(io, values);
     if (values.compare !== "answers" && values.compare !== "verdicts") {
       throw new UsageError(`--compare must be answers or verdicts, got ${values.compare}`);
     }

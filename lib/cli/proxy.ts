@@ -19,6 +19,8 @@ import { RecordingFile } from "../inspect/recording_file.ts";
 import { LoopGuard, upstreamLoops } from "../inspect/proxy_loop.ts";
 import { formatMessageRecord, messageRecord } from "../inspect/proxy_summary.ts";
 import { displayText } from "../wire/text.ts";
+import { paint } from "../server/colors.ts";
+import { COLOR_OPTIONS, wantColor } from "./color.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 import { VERSION } from "./version.ts";
 import type { Direction } from "../wire/types.ts";
@@ -52,7 +54,9 @@ Options:
                                  uses two file descriptors); more are closed at once
       --quiet                    no per-frame lines, only message summaries and notes
       --json                     one JSON object per line instead of text
-      --color WHEN               auto (default), always, never
+      --color WHEN               auto (default: on a terminal, unless NO_COLOR is set),
+                                 always, never
+      --no-color                 same as --color never
   -h, --help                     show this help
 
 Signals: SIGTERM/SIGINT stop accepting and let open sessions finish (a second
@@ -96,7 +100,7 @@ export const proxyCommand: Subcommand = {
         "max-connections": { type: "string", default: "500" },
         quiet: { type: "boolean", default: false },
         json: { type: "boolean", default: false },
-        color: { type: "string", default: "auto" },
+        ...COLOR_OPTIONS,
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -129,7 +133,7 @@ export const proxyCommand: Subcommand = {
         `--upstream ${values.upstream} is the proxy's own --listen address: it would relay to itself`,
       );
     }
-    const color = values.color === "always" || (values.color === "auto" && io.isTty);
+    const color = wantColor(io, values);
     const upstream = values.upstream;
     const log = createLogger({
       format: values.json ? "json" : "text",
@@ -200,7 +204,7 @@ export const proxyCommand: Subcommand = {
         const text = displayText(describeDecoded(e.decoded, e.direction));
         const t = e.time !== undefined ? `+${(e.time - started).toFixed(0)}ms` : "";
         const line = `[${id} ${t}] ${ARROW[e.direction]} ${text}${lat}`;
-        print(color && e.direction === "to-mta" ? `\x1b[36m${line}\x1b[0m` : line);
+        print(e.direction === "to-mta" ? paint("cyan", line, color) : line);
       };
       const summarise = () => {
         const s = annotator.summary();
@@ -208,7 +212,7 @@ export const proxyCommand: Subcommand = {
           if (m.outcome.kind === "incomplete") break;
           printed++;
           const r = messageRecord(id, m, s);
-          print(values.json ? JSON.stringify(r) : formatMessageRecord(r));
+          print(values.json ? JSON.stringify(r) : formatMessageRecord(r, color));
         }
       };
       const summary = await proxyConnection(conn, {

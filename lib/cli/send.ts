@@ -14,6 +14,8 @@ import { serializeMessage } from "../mail/message.ts";
 import type { MacroStageLetter } from "../mta/presets.ts";
 import { connect } from "../server/net.ts";
 import { parseSocketSpec } from "../server/socket_spec.ts";
+import { paint, verdictColor } from "../server/colors.ts";
+import { COLOR_OPTIONS, wantColor } from "./color.ts";
 import type { Connection } from "../server/adapters/types.ts";
 import { decodeText, displayText } from "../wire/text.ts";
 import type { Modification, Reply } from "../wire/types.ts";
@@ -54,6 +56,9 @@ Options:
                              as Postfix and Sendmail do for every SMTP session
       --timeout MS           per-reply timeout (default 30000)
       --json                 print one JSON document instead of text
+      --color WHEN           colour the verdicts: auto (on a terminal, unless NO_COLOR
+                             is set), always, never
+      --no-color             same as --color never
   -h, --help                 show this help
 
 Exit status: 0 the message would be delivered, 1 rejected or discarded,
@@ -224,6 +229,7 @@ export const sendCommand: Subcommand = {
         "quit-nc": { type: "boolean", default: false },
         timeout: { type: "string", default: "30000" },
         json: { type: "boolean", default: false },
+        ...COLOR_OPTIONS,
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -231,6 +237,7 @@ export const sendCommand: Subcommand = {
       io.stdout(USAGE);
       return EXIT.OK;
     }
+    const color = wantColor(io, values);
     if (!values.connect) throw new UsageError("--connect SPEC is required");
     const filterAt = parseSocketSpec(values.connect);
     if (positionals.length > 1) throw new UsageError("Expected at most one MESSAGE");
@@ -412,9 +419,9 @@ export const sendCommand: Subcommand = {
           out.push(`  recipient refused: ${rr.recipient} (${rr.reply})`);
         }
         out.push(
-          `verdict: ${r.verdict.type} at ${r.verdict.stage}${
-            r.verdict.reply ? ` "${r.verdict.reply}"` : ""
-          }` +
+          `verdict: ${
+            paint(verdictColor(r.verdict.type), r.verdict.type, color)
+          } at ${r.verdict.stage}${r.verdict.reply ? ` "${r.verdict.reply}"` : ""}` +
             (r.delivered ? " (would be delivered)" : ""),
         );
         if (r.result) {

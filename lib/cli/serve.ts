@@ -8,7 +8,8 @@
 import { parseArgs } from "node:util";
 import type { Filter } from "../filter/filter.ts";
 import type { Fallback } from "../filter/session.ts";
-import { createLogger, type LogLevel } from "../server/log.ts";
+import { createLogger, errorFrame, errorStack, type LogLevel } from "../server/log.ts";
+import { failSessionOf } from "../server/uncaught.ts";
 import { loggingFilter } from "../server/logging_filter.ts";
 import { listen, type MilterServer } from "../server/server.ts";
 import { parseSocketSpec } from "../server/socket_spec.ts";
@@ -23,6 +24,7 @@ import {
   workerArgsOf,
   workerNumber,
 } from "./workers.ts";
+import { COLOR_OPTIONS, wantColor } from "./color.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 
 const USAGE = `Usage: milterkit serve [SCRIPT] [options]
@@ -54,6 +56,9 @@ Options:
       --shutdown-grace MS    time sessions get to finish on SIGTERM (default 30000)
       --log-format FORMAT    text or json (default: text on a terminal, else json)
       --log-level LEVEL      debug, info (default), warn, error
+      --color WHEN           colour text logs: auto (on a terminal, unless NO_COLOR
+                             is set), always, never
+      --no-color             same as --color never
       --metrics-port PORT    serve Prometheus metrics on http://127.0.0.1:PORT/metrics
                              and health on /health (200 serving, 503 stopping)
       --metrics-host HOST    bind address of the metrics port (default 127.0.0.1)
@@ -65,6 +70,11 @@ Options:
 SCRIPT may import npm packages installed in a node_modules beside it (or above),
 local .ts/.js modules and JSON; the toolkit's own names (@milterkit/milterkit,
 milterkit, with jsr:/npm: prefixes and subpaths) get this program's copy.
+
+Logs (stderr): one line per message (queue id, client, sender, recipients,
+verdict and stage, reply, changes, ms), the filter's ctx.log lines tagged with
+session and queue id, handler errors with where they were thrown (the stack at
+--log-level debug), and errors nobody caught, all in --log-format.
 
 Signals: SIGTERM/SIGINT stop gracefully (a second one stops at once); SIGHUP
 re-reads SCRIPT and its local modules for new connections without dropping
@@ -121,6 +131,7 @@ export const serveCommand: Subcommand = {
         "shutdown-grace": { type: "string" },
         "log-format": { type: "string" },
         "log-level": { type: "string", default: "info" },
+        ...COLOR_OPTIONS,
         "metrics-port": { type: "string" },
         "metrics-host": { type: "string", default: "127.0.0.1" },
         "load-timeout": { type: "string" },
@@ -175,7 +186,7 @@ export const serveCommand: Subcommand = {
     const baseLog = createLogger({
       format,
       level,
-      color: io.isTty && format === "text",
+      color: format === "text" && wantColor(io, values, io.errIsTty ?? false),
       sink: (line) => io.stderr(line + "\n"),
     });
     const log = worker === undefined ? baseLog : withFields(baseLog, { worker });
@@ -190,6 +201,16 @@ export const serveCommand: Subcommand = {
         log,
       }, io);
     }
+    // Errors nobody caught (a handler's unawaited rejection, a throw in its timer) are logged
+    // in the log's format; the session that caused them, when known, gets the fallback.
+    const offUncaught = io.onUncaught?.((error, kind) => {
+      log.error(kind, {
+        session: failSessionOf(error, kind),
+        error: error instanceof Error ? error.message : String(error),
+        at: errorFrame(error),
+        stack: log.enabled("debug") ? errorStack(error) : undefined,
+      });
+    });
 
     const loadTimeoutMs = int("load-timeout", values["load-timeout"], 1);
     let current: LoadedScript | undefined;
@@ -249,6 +270,7 @@ export const serveCommand: Subcommand = {
       void server.stop(stops > 1 ? { graceMs: 0 } : undefined);
     };
     const unsubscribe = [
+      offUncaught,
       io.onSignal?.("SIGTERM", stop),
       io.onSignal?.("SIGINT", stop),
       io.onSignal?.("SIGHUP", () => void reload().catch(() => {})),

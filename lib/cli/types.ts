@@ -13,6 +13,8 @@ export interface CliIo {
   readonly stderr: (text: string) => void;
   /** True when standard output is a terminal (colour, live display). */
   readonly isTty: boolean;
+  /** True when standard error is a terminal (colour in logs). */
+  readonly errIsTty?: boolean;
   /** Environment variables. */
   readonly env: Readonly<Record<string, string | undefined>>;
   /** Aborted on SIGINT/SIGTERM: long-running subcommands stop gracefully when it fires. */
@@ -29,6 +31,13 @@ export interface CliIo {
    * path), for `serve --workers`. Absent where the binary cannot start copies of itself.
    */
   readonly self?: readonly string[];
+  /**
+   * Receives errors nobody caught (unhandled rejections, exceptions thrown in timers) instead
+   * of the runtime printing them and exiting; returns the unsubscribe function. Absent in tests.
+   */
+  readonly onUncaught?: (
+    fn: (error: unknown, kind: "unhandled rejection" | "uncaught exception") => void,
+  ) => () => void;
   /** Reads a file (for scripts and inputs). */
   readonly readFile?: (path: string) => Promise<Uint8Array>;
 }

@@ -9,6 +9,7 @@ import { FilterHandlerError } from "../wire/errors.ts";
 import type { ActionName, Answer, Context, EomContext, Filter, MessageVerdict } from "./filter.ts";
 import { ACTION_BITS } from "./negotiate.ts";
 import { MacroStore } from "./macros.ts";
+import { bindFilterLog, type FilterLog, type FilterLogSink } from "./log.ts";
 import { encodeText } from "../wire/text.ts";
 import type { Modification, Negotiated } from "../wire/types.ts";
 import { SMFIP } from "../wire/constants.ts";
@@ -41,7 +42,14 @@ export class SessionState<C, M> {
   signal: AbortSignal;
   readonly #filter: Filter<C, M>;
 
-  constructor(filter: Filter<C, M>, signal: AbortSignal) {
+  /** `ctx.log`: lines tagged with the current queue id. */
+  readonly log: FilterLog;
+
+  constructor(filter: Filter<C, M>, signal: AbortSignal, logSink?: FilterLogSink) {
+    this.log = bindFilterLog(logSink, () => {
+      const queue = this.macros.get("i");
+      return queue === undefined ? {} : { queue };
+    });
     this.#filter = filter;
     this.signal = signal;
     this.connection = filter.connectionState ? filter.connectionState() : ({} as C);
@@ -150,6 +158,9 @@ export class ContextView<C, M> implements Context<C, M> {
   }
   get messageNumber(): number {
     return this.state.messageNumber;
+  }
+  get log(): FilterLog {
+    return this.state.log;
   }
 }
 

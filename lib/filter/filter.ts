@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { FilterLog } from "./log.ts";
 import type { Negotiated, Stage } from "../wire/types.ts";
 import type { ConnectInfo, EnvelopeAddress, HeaderField } from "../mail/envelope.ts";
 import type { Verdict } from "./verdict.ts";
@@ -62,6 +63,11 @@ export interface Context<C = DefaultState, M = DefaultState> {
   readonly signal: AbortSignal;
   /** Counts messages on this connection (1 for the first). */
   readonly messageNumber: number;
+  /**
+   * Writes to the server's log (`milterkit serve`: same format and level as its own lines),
+   * tagged with the session and the queue id: `ctx.log.info("scored", { score: 7.5 })`.
+   */
+  readonly log: FilterLog;
 }
 
 /**

@@ -22,6 +22,7 @@ import {
   SessionMachine,
   type WaitStep,
 } from "./session_machine.ts";
+import type { FilterLogSink } from "./log.ts";
 
 export type { Fallback, SessionEvent };
 
@@ -49,6 +50,8 @@ export interface SessionOptions {
   readonly signal?: AbortSignal;
   /** Receives session events. Must not throw. */
   readonly onEvent?: (event: SessionEvent) => void;
+  /** Where `ctx.log` writes (default: nowhere). */
+  readonly filterLog?: FilterLogSink;
 }
 
 /** How a session ended. */

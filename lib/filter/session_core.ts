@@ -61,7 +61,7 @@ export abstract class MachineCore<C, M> {
   constructor(filter: Filter<C, M>, opts: MachineOptions) {
     this.filter = filter;
     this.opts = opts;
-    this.state = new SessionState(filter, opts.signal);
+    this.state = new SessionState(filter, opts.signal, opts.filterLog);
     this.ctx = new ContextView(this.state);
     this.flow = new MessageFlow();
     this.decoder = new FrameDecoder(

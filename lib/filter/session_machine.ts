@@ -168,6 +168,10 @@ export class SessionMachine<C, M> extends MessageMachine<C, M> {
   /** Ends an open message: abort handler (only inside a message), then reset; then `then`. */
   protected abortMessage(then: () => void): void {
     const f = this.filter;
+    if (this.flow.inMessage) {
+      const record = this.record("abort", this.messageStage, undefined, []);
+      this.emit({ type: "message-aborted", record });
+    }
     if (!this.flow.inMessage || !f.abort) {
       this.resetMessage();
       return then();

@@ -15,11 +15,20 @@ import type { Stage } from "./verdict.ts";
 import { BodyStream, collectBody } from "./session_body.ts";
 import { EomOutput } from "./session_eom.ts";
 import { type Cont, CONTINUE, MachineCore } from "./session_core.ts";
+import { briefChange, type ServedMessage } from "./log.ts";
+
+/** A modification as queued at end of message. */
+type Change = Parameters<typeof briefChange>[0];
 
 /** Events, body and end of message on top of the machine's mechanics. */
 export abstract class MessageMachine<C, M> extends MachineCore<C, M> {
   protected stream: BodyStream | undefined;
   protected eomReply: Reply = CONTINUE;
+  /** The end-of-message modifications, for the message record. */
+  protected eomQueue: readonly Change[] = [];
+  /** When the open message began, and the last stage it reached (for the message record). */
+  protected messageStarted = 0;
+  protected messageStage: Stage = "envfrom";
   /** The event being answered (one at a time): stage, start, whether the MTA waits, rcpt. */
   protected evStage: Exclude<Stage, "eom"> = "connect";
   protected evStarted = 0;
@@ -38,6 +47,7 @@ export abstract class MessageMachine<C, M> extends MachineCore<C, M> {
   protected event(stage: Exclude<Stage, "eom">, invoke: () => unknown): void {
     const flow = this.flow;
     this.evStage = stage;
+    if (stage !== "connect" && stage !== "helo" && stage !== "unknown") this.messageStage = stage;
     this.evStarted = performance.now();
     this.evReplies = this.expectsReply(stage);
     const messageStage = stage !== "connect" && stage !== "helo" && stage !== "unknown";
@@ -75,7 +85,7 @@ export abstract class MessageMachine<C, M> extends MachineCore<C, M> {
     }
     this.send(reply);
     this.emit({ type: "reply", stage, reply, latencyMs: performance.now() - this.evStarted });
-    if (flow.afterReply(stage, reply)) this.finishMessage(reply.type);
+    if (flow.afterReply(stage, reply)) this.finishMessage(reply, stage);
   }
 
   protected collect(chunk: Uint8Array): void {
@@ -115,7 +125,7 @@ export abstract class MessageMachine<C, M> extends MachineCore<C, M> {
         if (!this.expectsReply("body")) this.flow.pending ??= r;
         else {
           this.send(r);
-          if (this.flow.afterReply("body", r)) this.finishMessage(r.type);
+          if (this.flow.afterReply("body", r)) this.finishMessage(r, "body");
         }
         return;
       }
@@ -151,6 +161,7 @@ export abstract class MessageMachine<C, M> extends MachineCore<C, M> {
       : undefined;
     if (eom === undefined) return this.eomFinal(reply);
     const ctx = eom.ctx;
+    this.eomQueue = ctx.queue;
     this.call("eom", eom.call, (v, e, failed) => {
       const r = this.verdict("eom", v, e, failed);
       if (r.type !== "continue" && r.type !== "accept") return this.eomFinal(r);
@@ -187,13 +198,17 @@ export abstract class MessageMachine<C, M> extends MachineCore<C, M> {
       latencyMs: performance.now() - this.evStarted,
     });
     this.messageCount++;
-    if (this.flow.inMessage) this.finishMessage(reply.type);
+    const sent = reply.type === "continue" || reply.type === "accept" ? this.eomQueue : [];
+    if (this.flow.inMessage) this.finishMessage(reply, "eom", sent);
+    this.eomQueue = [];
     this.resetMessage();
   }
 
   protected startMessage(sender: EnvelopeAddress | undefined): void {
     this.state.newMessage(sender);
     this.flow.start();
+    this.messageStarted = performance.now();
+    this.messageStage = "envfrom";
   }
 
   /** With SMFIP_NOMAIL the first command of a message is RCPT, DATA, a header, … */
@@ -201,8 +216,32 @@ export abstract class MessageMachine<C, M> extends MachineCore<C, M> {
     if (this.flow.state === "idle") this.startMessage(undefined);
   }
 
-  protected finishMessage(verdict: Reply["type"]): void {
-    this.emit({ type: "message", verdict, number: this.state.messageNumber });
+  protected finishMessage(reply: Reply, stage: Stage, changes: readonly Change[] = []): void {
+    const record = this.record(reply.type, stage, reply, changes);
+    this.emit({ type: "message", verdict: reply.type, number: record.number, record });
+  }
+
+  /** What the per-message log line shows about the open message. */
+  protected record(
+    verdict: ServedMessage["verdict"],
+    stage: Stage,
+    reply: Reply | undefined,
+    changes: readonly Change[],
+  ): ServedMessage {
+    const st = this.state;
+    return {
+      number: st.messageNumber,
+      queueId: st.macros.get("i"),
+      client: st.client,
+      sender: st.sender?.raw,
+      recipients: st.recipients.map((r) => r.raw),
+      verdict,
+      stage,
+      reply: reply?.type === "replycode" ? reply.text : undefined,
+      changes: changes.map(briefChange),
+      bodyBytes: st.bodySize,
+      durationMs: performance.now() - this.messageStarted,
+    };
   }
 
   protected dropStream(): void {

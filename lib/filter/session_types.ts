@@ -6,6 +6,7 @@
 
 import type { Negotiated, Reply } from "../wire/types.ts";
 import type { ReplyVerdict, Stage } from "./verdict.ts";
+import type { FilterLogSink, ServedMessage } from "./log.ts";
 
 /** What the MTA is told when a handler fails: a verdict, or a custom reply. */
 export type Fallback = "tempfail" | "reject" | "accept" | "continue" | ReplyVerdict;
@@ -28,7 +29,15 @@ export type SessionEvent =
     readonly latencyMs: number;
   }
   | { readonly type: "error"; readonly error: Error; readonly stage?: Stage }
-  | { readonly type: "message"; readonly verdict: Reply["type"]; readonly number: number }
+  | {
+    readonly type: "message";
+    readonly verdict: Reply["type"];
+    readonly number: number;
+    /** Who, what, at which stage, the changes in brief and the time taken. */
+    readonly record: ServedMessage;
+  }
+  /** The MTA aborted a message before any verdict (RSET, no valid recipient, QUIT). */
+  | { readonly type: "message-aborted"; readonly record: ServedMessage }
   | { readonly type: "progress"; readonly stage: Stage };
 
 /** Options of the machine (the I/O-free part of the session options). */
@@ -38,6 +47,8 @@ export interface MachineOptions {
   readonly handlerTimeoutMs?: number;
   readonly eomTimeoutMs?: number;
   readonly onEvent?: (event: SessionEvent) => void;
+  /** Where `ctx.log` writes (default: nowhere). */
+  readonly filterLog?: FilterLogSink;
   /** The signal handlers see as `ctx.signal`. */
   readonly signal: AbortSignal;
   /** Writes the output now (used by `ctx.progress()` while the eom handler runs). */

@@ -11,6 +11,7 @@ import type { MessageSummary, Outcome, SessionSummary } from "./annotate/types.t
 import type { Reply } from "../wire/types.ts";
 import { decodedToJson } from "./annotate/render.ts";
 import { describeOutcome } from "./timeline.ts";
+import { paint, verdictColor } from "../server/colors.ts";
 import { displayText } from "../wire/text.ts";
 
 /** One decided message, as `proxy --json` prints it. */
@@ -115,7 +116,7 @@ export function messageRecord(
  * The text form of a record: one line.
  *
  * @param r The record.
- * @param outcome The message's outcome as {@link describeOutcome} shows it.
+ * @param color Paint the verdict in the shared palette (a terminal).
  * @returns `[s1] message 1 2026-11-29T12:00:00.000Z queue=4XyZ: from=… to=… verdict=…`.
  *
  * @example
@@ -130,7 +131,7 @@ export function messageRecord(
  * assert.equal(line, "[s1] message 1 2026-11-29T12:00:00.000Z queue=4XyZ: from=<a@example.com> to=<b@example.com> verdict=ACCEPT (continue at eom) body=10B");
  * ```
  */
-export function formatMessageRecord(r: MessageRecord): string {
+export function formatMessageRecord(r: MessageRecord, color = false): string {
   const rcpts = r.to.map((x) => x.verdict ? `${x.address}(${x.verdict})` : x.address).join(",");
   const lat = Object.entries(r.latencyMs).map(([stage, ms]) => `${stage}=${ms.toFixed(1)}ms`)
     .join(" ");
@@ -144,6 +145,6 @@ export function formatMessageRecord(r: MessageRecord): string {
   return `[${r.session}] message ${r.message}${r.time ? ` ${r.time}` : ""}${
     r.queueId !== undefined ? ` queue=${displayText(r.queueId)}` : ""
   }: from=${displayText(r.from ?? "?")} to=${displayText(rcpts) || "-"} verdict=${
-    displayText(verdict)
+    paint(verdictColor(r.verdict), displayText(verdict), color)
   }${mods} body=${r.bodyBytes}B${lat ? ` latency[${lat}]` : ""}`;
 }

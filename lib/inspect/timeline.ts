@@ -5,6 +5,7 @@
  * @module
  */
 
+import { type AnsiColor, paint as paintText, verdictColor } from "../server/colors.ts";
 import type {
   AnnotatedEvent,
   MessageSummary,
@@ -37,8 +38,6 @@ export interface TimelineOptions {
   /** Show every frame, macros included, with its bytes in hex. */
   readonly raw?: boolean;
 }
-
-const ANSI = { red: 31, green: 32, yellow: 33, magenta: 35, cyan: 36, dim: 2, bold: 1 } as const;
 
 function iso(t: number | undefined): string {
   return t === undefined || Number.isNaN(t) ? "" : new Date(t).toISOString();
@@ -93,18 +92,8 @@ export function describeOutcome(o: Outcome): string {
  * ```
  */
 export function renderTimeline(report: SessionReport, options: TimelineOptions = {}): string {
-  const paint = (code: keyof typeof ANSI, s: string) =>
-    options.color ? `\x1b[${ANSI[code]}m${s}\x1b[0m` : s;
-  const verdictColor = (o: Outcome): keyof typeof ANSI =>
-    o.kind === "accept"
-      ? "green"
-      : o.kind === "reject"
-      ? "red"
-      : o.kind === "tempfail"
-      ? "yellow"
-      : o.kind === "discard"
-      ? "magenta"
-      : "dim";
+  const paint = (code: AnsiColor, s: string) => paintText(code, s, options.color ?? false);
+  const outcomeColor = (o: Outcome): AnsiColor => verdictColor(o.kind);
   const s = report.summary;
   const out: string[] = [];
   const peers = report.mta || report.filter
@@ -139,7 +128,7 @@ export function renderTimeline(report: SessionReport, options: TimelineOptions =
   }
   if (s.helo.length) out.push(`helo: ${s.helo.join(", ")}`);
   if (s.outcome) {
-    out.push(`connection: ${paint(verdictColor(s.outcome), describeOutcome(s.outcome))}`);
+    out.push(`connection: ${paint(outcomeColor(s.outcome), describeOutcome(s.outcome))}`);
   }
 
   const lineOf = new Map<number, number>();
@@ -152,11 +141,11 @@ export function renderTimeline(report: SessionReport, options: TimelineOptions =
     for (const r of m.recipients) {
       if (r.outcome && r.outcome.kind !== "accept") {
         out.push(
-          `  recipient ${r.address}: ${paint(verdictColor(r.outcome), describeOutcome(r.outcome))}`,
+          `  recipient ${r.address}: ${paint(outcomeColor(r.outcome), describeOutcome(r.outcome))}`,
         );
       }
     }
-    out.push(`  verdict: ${paint(verdictColor(m.outcome), describeOutcome(m.outcome))}`);
+    out.push(`  verdict: ${paint(outcomeColor(m.outcome), describeOutcome(m.outcome))}`);
   };
   for (const e of report.events) {
     const d = e.decoded;

@@ -5,6 +5,9 @@
  * @module
  */
 
+import { MilterError } from "../wire/errors.ts";
+import { type AnsiColor, paint, verdictColor } from "./colors.ts";
+
 /** Log levels, most verbose first. */
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
@@ -56,27 +59,31 @@ export interface LoggerOptions {
   readonly sink: (line: string) => void;
   /** Clock (ms since epoch), for tests. */
   readonly now?: () => number;
-  /** Colour the level in text format. */
+  /** Colour the level and a `verdict` field (the shared palette) in text format. */
   readonly color?: boolean;
 }
 
-const COLORS: Readonly<Record<LogLevel, string>> = {
-  debug: "\x1b[2m",
-  info: "\x1b[36m",
-  warn: "\x1b[33m",
-  error: "\x1b[31m",
+const COLORS: Readonly<Record<LogLevel, AnsiColor>> = {
+  debug: "dim",
+  info: "cyan",
+  warn: "yellow",
+  error: "red",
 };
 
 function textValue(v: unknown): string {
   if (typeof v === "string") return /^[^\s"=]+$/.test(v) ? v : JSON.stringify(v);
-  if (v instanceof Error) return JSON.stringify(`${v.name}: ${v.message}`);
+  if (v instanceof Error) return JSON.stringify(v.message);
+  // A list of words reads as one: to=<a@example.com>,<b@example.com>
+  if (Array.isArray(v) && v.every((x) => typeof x === "string")) {
+    return v.length === 0 ? "-" : textValue(v.join(","));
+  }
   return JSON.stringify(v) ?? String(v);
 }
 
 function jsonSafe(fields: LogFields): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(fields)) {
-    out[k] = v instanceof Error ? { name: v.name, message: v.message } : v;
+    out[k] = v instanceof Error ? v.message : v;
   }
   return out;
 }
@@ -114,9 +121,11 @@ export function createLogger(options: LoggerOptions): Logger {
     }
     const tag = lvl.toUpperCase().padEnd(5);
     const parts = Object.entries(fields).filter(([, v]) => v !== undefined).map(([k, v]) =>
-      `${k}=${textValue(v)}`
+      k === "verdict" && color
+        ? `${k}=${paint(verdictColor(String(v)), textValue(v))}`
+        : `${k}=${textValue(v)}`
     );
-    const head = color ? `${COLORS[lvl]}${tag}\x1b[0m` : tag;
+    const head = paint(COLORS[lvl], tag, color);
     options.sink(`${time} ${head} ${event}${parts.length ? " " + parts.join(" ") : ""}`);
   };
   return {
@@ -140,3 +149,59 @@ export function createLogger(options: LoggerOptions): Logger {
  * ```
  */
 export const silentLogger: Logger = createLogger({ level: "error", sink: () => {} });
+
+/** The innermost cause of an error (what a handler threw, under the engine's wrapper). */
+function rootCause(e: unknown): unknown {
+  let cur = e;
+  for (let i = 0; i < 10 && cur instanceof Error && cur.cause !== undefined; i++) cur = cur.cause;
+  return cur;
+}
+
+/**
+ * Where an error was thrown: the first stack frame of its innermost cause that names a file
+ * position, without `file://` (`eom (/etc/milterkit/filter.ts:12:11)`), or undefined for the
+ * toolkit's own errors (timeouts, illegal answers, protocol errors).
+ *
+ * @param e The error, e.g. a handler failure wrapping what the handler threw.
+ * @returns The frame, or undefined.
+ *
+ * @example
+ * ```ts
+ * import { errorFrame } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * const e = new Error("boom");
+ * e.stack = "Error: boom\n    at JSON.parse (<anonymous>)\n    at eom (file:///f.ts:3:9)";
+ * assert.equal(errorFrame(new Error("handler failed", { cause: e })), "eom (/f.ts:3:9)");
+ * ```
+ */
+export function errorFrame(e: unknown): string | undefined {
+  // The engine's own errors (a timeout, an illegal answer) point into the engine, not at code
+  // the admin can fix.
+  if (rootCause(e) instanceof MilterError) return undefined;
+  const stack = errorStack(e);
+  if (stack === undefined) return undefined;
+  for (const line of stack.split("\n")) {
+    const m = /^\s+at (.*:\d+:\d+\)?)$/.exec(line);
+    if (m && !/\((node|ext|bun):|^(node|ext|bun):/.test(m[1]!)) {
+      return m[1]!.replace("file://", "");
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The stack of an error's innermost cause (the code that threw), for debug output.
+ *
+ * @param e The error.
+ * @returns The stack text, or undefined.
+ *
+ * @example
+ * ```ts
+ * import { errorStack } from "@milterkit/milterkit";
+ * const stack = errorStack(new Error("x"));
+ * ```
+ */
+export function errorStack(e: unknown): string | undefined {
+  const root = rootCause(e);
+  return root instanceof Error && typeof root.stack === "string" ? root.stack : undefined;
+}

@@ -26,11 +26,14 @@ import type { Filter } from "../filter/filter.ts";
 import {
   type Fallback,
   serveConnection,
+  type ServedSession,
   type SessionEvent,
   type SessionOptions,
 } from "../filter/session.ts";
-import { type Logger, silentLogger } from "./log.ts";
+import { errorFrame, errorStack, type Logger, silentLogger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
+import { filterLogSink, messageLogFields } from "./message_log.ts";
+import { attributable, runAsSession } from "./uncaught.ts";
 import { LoopWatch } from "./loop_watch.ts";
 import { adapterFor, listen as listenSocket } from "./net.ts";
 
@@ -139,6 +142,14 @@ export async function listen<C, M>(
   return serveListener(listener, filter, options);
 }
 
+/** Serves connections with `filter`, each handler call tied to its session (see uncaught.ts). */
+function servingWith<C, M>(
+  filter: Filter<C, M>,
+): (conn: Connection, o: SessionOptions) => Promise<ServedSession> {
+  const tied = attributable(filter);
+  return (conn, o) => serveConnection(conn, tied, o);
+}
+
 function errorKind(e: Error): string {
   if (e instanceof FilterHandlerError) return "handler";
   if (e instanceof MilterNegotiationError) return "negotiation";
@@ -176,7 +187,7 @@ export function serveListener<C, M>(
   const open = new Map<number, { conn: Connection; stop: AbortController; done: Promise<void> }>();
   // The filter in force, bound to its own state types: a session serves what was current when
   // it started.
-  let serve = (conn: Connection, o: SessionOptions) => serveConnection(conn, filter, o);
+  let serve = servingWith(filter);
   let nextId = 1;
   let stopping: Promise<void> | undefined;
   const address = listener.address;
@@ -197,62 +208,70 @@ export function serveListener<C, M>(
     const started = Date.now();
     const peer = conn.remote ? formatSocketSpec(conn.remote) : undefined;
     log.debug("connection", { session: id, peer });
-    const done = serve(conn, {
-      fallback: options.fallback ?? "tempfail",
-      handlerTimeoutMs: options.handlerTimeoutMs ?? 25_000,
-      eomTimeoutMs: options.eomTimeoutMs ?? 240_000,
-      progressIntervalMs: options.progressIntervalMs ?? 10_000,
-      idleTimeoutMs: options.idleTimeoutMs ?? 7_210_000,
-      writeTimeoutMs: options.writeTimeoutMs ?? 60_000,
-      signal: stop.signal,
-      ...(options.maxDataSize === undefined ? {} : { maxDataSize: options.maxDataSize }),
-      onEvent: (e) => {
-        switch (e.type) {
-          case "reply":
-            metrics.verdict(e.reply.type);
-            metrics.latency(e.stage, e.latencyMs / 1000);
-            watch?.reply(id, e.stage, e.latencyMs);
-            break;
-          case "message":
-            metrics.messages++;
-            break;
-          case "error":
-            metrics.error(errorKind(e.error));
-            log.warn("session error", {
-              session: id,
-              peer,
-              stage: e.stage,
-              error: e.error.message,
-              kind: errorKind(e.error),
-            });
-            break;
-          case "negotiated":
-            log.debug("negotiated", {
-              session: id,
-              version: e.negotiated.version,
-              actions: e.negotiated.actions,
-              protocol: e.negotiated.protocol,
-            });
-            break;
-        }
-        options.onEvent?.(id, e);
-      },
-    }).then((summary) => {
-      log.info("session end", {
-        session: id,
-        peer,
-        end: summary.end,
-        messages: summary.messages,
-        ms: Date.now() - started,
-      });
-    }, (e) => {
-      // serveConnection does not reject; this is a last line of defence.
-      log.error("session crashed", { session: id, error: e });
-    }).finally(() => {
-      conn.close();
-      open.delete(id);
-      metrics.connectionClosed();
-    });
+    const done = runAsSession(id, () =>
+      serve(conn, {
+        fallback: options.fallback ?? "tempfail",
+        handlerTimeoutMs: options.handlerTimeoutMs ?? 25_000,
+        eomTimeoutMs: options.eomTimeoutMs ?? 240_000,
+        progressIntervalMs: options.progressIntervalMs ?? 10_000,
+        idleTimeoutMs: options.idleTimeoutMs ?? 7_210_000,
+        writeTimeoutMs: options.writeTimeoutMs ?? 60_000,
+        signal: stop.signal,
+        filterLog: filterLogSink(log, id),
+        ...(options.maxDataSize === undefined ? {} : { maxDataSize: options.maxDataSize }),
+        onEvent: (e) => {
+          switch (e.type) {
+            case "reply":
+              metrics.verdict(e.reply.type);
+              metrics.latency(e.stage, e.latencyMs / 1000);
+              watch?.reply(id, e.stage, e.latencyMs);
+              break;
+            case "message":
+              metrics.messages++;
+              log.info("message", messageLogFields(id, e.record));
+              break;
+            case "message-aborted":
+              if (log.enabled("debug")) log.debug("message", messageLogFields(id, e.record));
+              break;
+            case "error":
+              metrics.error(errorKind(e.error));
+              log.warn("session error", {
+                session: id,
+                peer,
+                stage: e.stage,
+                error: e.error.message,
+                kind: errorKind(e.error),
+                at: errorFrame(e.error),
+                stack: log.enabled("debug") ? errorStack(e.error) : undefined,
+              });
+              break;
+            case "negotiated":
+              log.debug("negotiated", {
+                session: id,
+                version: e.negotiated.version,
+                actions: e.negotiated.actions,
+                protocol: e.negotiated.protocol,
+              });
+              break;
+          }
+          options.onEvent?.(id, e);
+        },
+      }).then((summary) => {
+        log.info("session end", {
+          session: id,
+          peer,
+          end: summary.end,
+          messages: summary.messages,
+          ms: Date.now() - started,
+        });
+      }, (e) => {
+        // serveConnection does not reject; this is a last line of defence.
+        log.error("session crashed", { session: id, error: e });
+      }).finally(() => {
+        conn.close();
+        open.delete(id);
+        metrics.connectionClosed();
+      }));
     open.set(id, { conn, stop, done });
     return done;
   };
@@ -322,7 +341,7 @@ export function serveListener<C, M>(
     },
     finished,
     setFilter(f) {
-      serve = (conn, o) => serveConnection(conn, f, o);
+      serve = servingWith(f);
     },
     stop: (o) => stopServer(o?.graceMs ?? options.shutdownGraceMs ?? 30_000),
   };
