@@ -11,9 +11,16 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import process from "node:process";
 import { freePort } from "./interop/helpers_process.ts";
-import { type Child, sendOne, spawnCli, TIMEOUT, tx, waitFor } from "./helpers/server_kit.ts";
+import {
+  type Child,
+  killChildren,
+  sendOne,
+  spawnCli,
+  TIMEOUT,
+  tx,
+  waitFor,
+} from "./helpers/server_kit.ts";
 
 const enc = new TextEncoder();
 const children: Child[] = [];
@@ -83,10 +90,7 @@ describe("milterkit serve logs", () => {
     writeFileSync(join(dir, "uncaught.ts"), UNCAUGHT);
   });
   after(async () => {
-    for (const c of children) {
-      if (c.proc.exitCode === null) process.kill(c.proc.pid!, "SIGKILL");
-    }
-    await Promise.all(children.map((c) => c.exited));
+    await killChildren(children);
     rmSync(dir, { recursive: true, force: true });
   });
 
