@@ -76,4 +76,6 @@ export {
 export * from "./lib/server/server.ts";
 export * from "./lib/inspect/replay.ts";
 export * from "./lib/inspect/verdicts.ts";
+export * from "./lib/inspect/stats.ts";
+export { HtmlReport, type HtmlReportOptions } from "./lib/inspect/report_html.ts";
 export * from "./lib/wire/command_bits.ts";

@@ -13,6 +13,10 @@ import { renderTimeline, type SessionReport, sessionToJson } from "../inspect/ti
 import { COLOR_OPTIONS, wantColor } from "./color.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 import { replaySessions } from "./dump_replay.ts";
+import { writeFile } from "node:fs/promises";
+import { basename } from "node:path";
+import { HtmlReport } from "../inspect/report_html.ts";
+import { renderStats } from "../inspect/stats.ts";
 
 const USAGE = `Usage: milterkit dump FILE... [options]
 
@@ -42,6 +46,12 @@ Options:
                         verdict is KIND: accept, reject, tempfail, discard,
                         shutdown, aborted, incomplete
       --raw             show every frame, macros included, with its bytes
+      --stats           instead of timelines: counts by verdict and by stage,
+                        top reject reasons, reply latency percentiles per
+                        stage, messages per hour (with --json: one object)
+      --html FILE       write a self-contained HTML report to FILE: the
+                        statistics, verdicts over time, latency histograms
+                        per stage and a viewer of sampled session timelines
       --check           print only the sessions with protocol checker
                         findings, then a summary line; exit 1 if any
       --color WHEN      auto (default: when stdout is a terminal, unless NO_COLOR
@@ -70,6 +80,8 @@ Examples:
   milterkit dump capture.pcapng --session s3 --raw
   milterkit dump session.to-filter.bin              # pairs with session.to-mta.bin
   milterkit dump --check --json recordings/*.jsonl | jq .issues
+  milterkit dump --stats /var/log/milter/*.jsonl
+  milterkit dump today.jsonl --html report.html
   milterkit dump recording.jsonl --replay s3 --connect inet:8890@127.0.0.1
   milterkit dump yesterday.jsonl --replay all --compare verdicts -c inet:8891@127.0.0.1
 `;
@@ -128,6 +140,8 @@ export const dumpCommand: Subcommand = {
         raw: { type: "boolean", default: false },
         check: { type: "boolean", default: false },
         ...COLOR_OPTIONS,
+        stats: { type: "boolean", default: false },
+        html: { type: "string" },
         replay: { type: "string", multiple: true },
         connect: { type: "string", short: "c" },
         compare: { type: "string", default: "answers" },
@@ -168,6 +182,10 @@ export const dumpCommand: Subcommand = {
         select,
       }, io);
     }
+    const summarise = values.stats || values.html !== undefined;
+    const report = summarise
+      ? new HtmlReport({ title: `milterkit dump ${positionals.map((f) => basename(f)).join(" ")}` })
+      : undefined;
     let failed = false;
     let shown = 0;
     let issues = 0;
@@ -179,7 +197,8 @@ export const dumpCommand: Subcommand = {
         shown++;
         issues += r.summary.issues.length;
         if (r.summary.issues.length > 0) withIssues++;
-        if (values.json) {
+        if (report !== undefined) report.add(r);
+        else if (values.json) {
           io.stdout(
             JSON.stringify(sessionToJson(r, { events: values.raw, raw: values.raw })) + "\n",
           );
@@ -195,7 +214,7 @@ export const dumpCommand: Subcommand = {
       try {
         const result = await readSessions(file, show, {
           seen,
-          keepEvents: (!values.json && !values.check) || values.raw,
+          keepEvents: (!values.json && !values.check) || values.raw || summarise,
         });
         for (const note of result.notes) io.stderr(`milterkit dump: ${file}: note: ${note}\n`);
         if (result.sessions === 0 && result.kind !== "stream") {
@@ -209,6 +228,22 @@ export const dumpCommand: Subcommand = {
     if (shown === 0 && !failed) {
       io.stderr("milterkit dump: no session matched\n");
       return EXIT.FAILURE;
+    }
+    if (report !== undefined) {
+      if (values.stats) {
+        const s = report.stats.result();
+        io.stdout(values.json ? JSON.stringify({ stats: s }) + "\n" : renderStats(s));
+      }
+      if (values.html !== undefined) {
+        try {
+          await writeFile(values.html, report.html());
+        } catch (e) {
+          io.stderr(`milterkit dump: cannot write ${values.html}: ${describeError(e)}\n`);
+          return EXIT.FAILURE;
+        }
+        io.stderr(`milterkit dump: wrote ${values.html} (${shown} sessions)\n`);
+      }
+      return failed ? EXIT.FAILURE : EXIT.OK;
     }
     if (values.check && !values.json) {
       io.stdout(

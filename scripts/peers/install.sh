@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install.sh - install the real milter peers the interop tests drive (Debian 12 packages):
 # Postfix (MTA side), libmilter + gcc (our C test filter), miltertest, OpenDKIM, pymilter, swaks,
-# HAProxy and Redis (the scale-out recipe and the shared-state example).
+# HAProxy and Redis (the scale-out recipe and the shared-state example), headless Chromium (the
+# test of dump's HTML report).
 # Idempotent and non-interactive: installs only what is missing, runs 'apt-get update' only when
 # apt has no package lists (or APT_UPDATE=1, or a first install attempt fails), and keeps package
 # scripts from starting daemons. Needs root (or sudo). Prints the installed versions.
@@ -21,7 +22,8 @@ command -v apt-get >/dev/null || { echo "install.sh: apt-get not found (Debian 1
 
 PKGS=(postfix swaks libmilter-dev gcc libc6-dev miltertest opendkim opendkim-tools python3-milter
   systemd  # systemd: systemd-analyze verify of the unit `milterkit init` writes
-  haproxy redis-server)  # the scale-out recipe and the shared-state example
+  haproxy redis-server  # the scale-out recipe and the shared-state example
+  chromium)  # the headless browser test of dump --html
 
 missing=()
 for p in "${PKGS[@]}"; do
