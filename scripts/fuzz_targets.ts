@@ -350,6 +350,9 @@ async function fuzzProxy({ bytes, chunk, seed }: FuzzInput): Promise<void> {
   } catch (e) {
     throw new Finding(`proxyConnection rejected: ${e}`, { cause: e });
   }
+  // The proxy connects to the filter only once the MTA has sent something: when it sent
+  // nothing, the filter's connection was never used and is closed here.
+  if (summary.bytes["to-filter"] === 0) await upstreamProxySide.writable.close().catch(() => {});
   await served;
   const seen = toFilter.bytes();
   if (!bytesEqual(seen, bytes.subarray(0, seen.length))) {

@@ -182,6 +182,7 @@ export const proxyCommand: Subcommand = {
       const started = clock();
       const annotator = new SessionAnnotator({ keepEvents: false });
       let printed = 0;
+      let mails = 0;
       const mta = conn.remote ? formatSocketSpec(conn.remote) : "?";
       let forget = () => {};
       recorder?.start(id, { mta, filter: upstream, time: started });
@@ -239,10 +240,14 @@ export const proxyCommand: Subcommand = {
             : annotator.pushReply(frame, time);
           show(e);
           if (!values.redact) recorder?.event(id, e);
+          // A summary is built only when a message may just have been decided: its final
+          // answer at end of message, or the ABORT/QUIT after a message not yet printed (one
+          // rejected at RCPT, say). Building one costs more than annotating a frame.
           const type = "error" in e.decoded ? "" : e.decoded.type;
-          if (
-            type === "abort" || type === "quit" ||
-            (dir === "to-mta" && e.final && e.stage === "eom")
+          if (type === "mail") mails++;
+          else if (
+            (dir === "to-mta" && e.final && e.stage === "eom") ||
+            ((type === "abort" || type === "quit") && printed < mails)
           ) {
             summarise();
           }
@@ -254,7 +259,7 @@ export const proxyCommand: Subcommand = {
         now: clock,
       });
       forget();
-      summarise();
+      if (printed < mails) summarise();
       for (const issue of annotator.issues) {
         log.warn("protocol issue", { session: id, rule: issue.rule, detail: issue.message });
       }

@@ -247,6 +247,24 @@ export async function proxyConnection(
   const max = options.maxDataSize ?? 1024 * 1024;
   const toFilterTap = new Tap("to-filter", max, onFrame);
   const toMtaTap = new Tap("to-mta", max, onFrame);
+  // The tap runs off the byte path: chunks of both directions queue in the order they passed
+  // and are framed, tracked and reported in one batch per turn of the event loop (or at once
+  // when the proxy needs to know where the session stands).
+  const tapQueue: { tap: Tap; bytes: Uint8Array; time: number }[] = [];
+  let tapTimer: ReturnType<typeof setTimeout> | undefined;
+  const drainTap = () => {
+    clearTimeout(tapTimer);
+    tapTimer = undefined;
+    for (let i = 0; i < tapQueue.length; i++) {
+      const q = tapQueue[i]!;
+      q.tap.feed(q.bytes, q.time);
+    }
+    tapQueue.length = 0;
+  };
+  const toTap = (tap: Tap, bytes: Uint8Array, time: number) => {
+    tapQueue.push({ tap, bytes, time });
+    tapTimer ??= setTimeout(drainTap, 0);
+  };
 
   const alone = async (why: string, error?: Error): Promise<ProxySummary> => {
     note(`filter unavailable (${why}); answering the MTA: ${policy}`, error);
@@ -267,9 +285,14 @@ export async function proxyConnection(
   try {
     first = await mtaReader.read();
   } catch {
+    await mta.writable.abort().catch(() => {});
     return { bytes, fallback: false, end: "mta" };
   }
-  if (first.done) return { bytes, fallback: false, end: "mta" };
+  if (first.done) {
+    // The MTA left without a word: nothing to relay, the filter is never contacted.
+    await mta.writable.close().catch(() => {});
+    return { bytes, fallback: false, end: "mta" };
+  }
   const refusal = options.admit?.();
   if (refusal !== undefined) {
     note(refusal);
@@ -352,7 +375,7 @@ export async function proxyConnection(
           upstreamFailed ??= e instanceof Error ? e : new Error(String(e));
         });
       }
-      tap.feed(value, t);
+      toTap(tap, value, t);
       if ((writer.desiredSize ?? 1) <= 0) await writer.ready.catch(() => {});
     }
   };
@@ -361,6 +384,7 @@ export async function proxyConnection(
   // filter has not hung up `closeGraceMs` later, the proxy drops it.
   let graceTimer: ReturnType<typeof setTimeout> | undefined;
   const mtaGone = () => {
+    drainTap();
     mtaDone = true;
     if (waitingCommand) waitingCommand(undefined);
     graceTimer = setTimeout(() => {
@@ -383,6 +407,7 @@ export async function proxyConnection(
   // filter → MTA.
   const fromFilter = forward(upReader, mtaWriter, "to-mta", toMtaTap).then(
     () => {
+      drainTap(); // a QUIT may still be in the queue
       if (!pending.quit && !mtaDone) {
         upstreamFailed ??= new ConnectionClosedError("The filter closed the connection");
       }
@@ -403,10 +428,12 @@ export async function proxyConnection(
     return await answerAlone(upstreamFailed);
   } finally {
     clearTimeout(graceTimer);
+    drainTap();
   }
 
   /** The filter died while the MTA is still talking: answer in its place until QUIT or EOF. */
   async function answerAlone(failure: Error): Promise<ProxySummary> {
+    drainTap();
     upstream.close?.();
     void upReader.cancel().catch(() => {});
     if (policy === "close" || !toMtaTap.aligned || toFilterTap.broken !== undefined) {
