@@ -65,14 +65,6 @@ function esc(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-function fmtMs(v: number): string {
-  return v >= 1000
-    ? `${(v / 1000).toPrecision(3)} s`
-    : v >= 1
-    ? `${v.toPrecision(3)} ms`
-    : `${(v * 1000).toPrecision(3)} µs`;
-}
-
 /**
  * Builds the HTML report from sessions as they are read; keeps the statistics and a bounded
  * sample of sessions, never the whole input.
@@ -87,7 +79,7 @@ function fmtMs(v: number): string {
  */
 export class HtmlReport {
   /** The statistics gathered so far. */
-  readonly stats = new DumpStats();
+  readonly stats: DumpStats = new DumpStats();
   readonly #sample: SampledSession[] = [];
   readonly #title: string;
   readonly #first: number;
@@ -156,33 +148,25 @@ export class HtmlReport {
   html(): string {
     const s = this.stats.result();
     const data = JSON.stringify(this.#sample).replace(/</g, "\\u003c");
-    return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${esc(this.#title)}</title>
-<style>${CSS}</style></head>
-<body>
-<header><h1>${esc(this.#title)}</h1><p class="sub">${esc(span(s))}</p></header>
-<main>
-<section class="cards">${cards(s)}</section>
+    return htmlPage(
+      this.#title,
+      span(s),
+      `<section class="cards">${cards(s)}</section>
 <section><h2>Verdicts over time</h2>${this.#timeChart()}</section>
 <section class="two">
 <div><h2>Verdicts by stage</h2>${stageTable(s)}</div>
 <div><h2>Top reject and tempfail reasons</h2>${reasonsTable(s)}</div>
 </section>
 <section><h2>Reply latency per stage</h2>${
-      latencyTable(s)
-    }<div class="hists">${this.#histograms()}</div></section>
+        latencyTable(s)
+      }<div class="hists">${this.#histograms()}</div></section>
 <section><h2>Volume per hour (UTC)</h2>${hoursTable(s)}</section>
 <section><h2>Sessions</h2>
 <p class="sub">${this.#sample.length} of ${s.sessions} sessions: the first ${this.#first} and up to ${this.#notAccepted} not accepted.</p>
 <div class="viewer"><select id="session-list" size="16" aria-label="sessions"></select>
-<div id="session-view"><p class="sub">Pick a session.</p></div></div></section>
-</main>
-<script id="sessions" type="application/json">${data}</script>
-<script>${SCRIPT}</script>
-</body></html>
-`;
+<div id="session-view"><p class="sub">Pick a session.</p></div></div></section>`,
+      `<script id="sessions" type="application/json">${data}</script>\n<script>${SCRIPT}</script>`,
+    );
   }
 
   #timeChart(): string {
@@ -259,67 +243,99 @@ export class HtmlReport {
   }
 
   #histograms(): string {
-    const out: string[] = [];
-    for (const stage of [...this.stats.latency.keys()].sort(byStageOrder)) {
-      const h = this.stats.latency.get(stage)!;
-      const nz = h.buckets.map((n, i) => [n, i] as const).filter(([n]) => n > 0);
-      if (nz.length === 0) continue;
-      const lo = Math.max(0, nz[0]![1] - 2);
-      const hi = Math.min(h.buckets.length - 1, nz.at(-1)![1] + 2);
-      const W = 280;
-      const H = 120;
-      const bw = (W - 10) / (hi - lo + 1);
-      const max = Math.max(...h.buckets.slice(lo, hi + 1));
-      const bars = h.buckets.slice(lo, hi + 1).map((n, j) => {
-        if (n === 0) return "";
-        const [a, b] = LatencyHistogram.bucketBounds(lo + j);
-        const bh = (n / max) * (H - 30);
-        return `<rect class="bar" data-count="${n}" x="${(5 + j * bw).toFixed(1)}" y="${
-          (H - 20 - bh).toFixed(1)
-        }" width="${Math.max(1, bw - 1).toFixed(1)}" height="${bh.toFixed(1)}"><title>${
-          esc(`${fmtMs(a)}–${fmtMs(b)}: ${n}`)
-        }</title></rect>`;
-      }).join("");
-      const [from] = LatencyHistogram.bucketBounds(lo);
-      const [, to] = LatencyHistogram.bucketBounds(hi);
-      out.push(
-        `<figure class="hist" data-stage="${esc(stage)}"><figcaption>${
-          esc(stage)
-        } <span class="sub">${h.count} replies, p50 ${fmtMs(h.percentile(50))}, p99 ${
-          fmtMs(h.percentile(99))
-        }</span></figcaption><svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${
-          esc(stage)
-        } latency">${bars}<text x="5" y="${H - 5}">${esc(fmtMs(from))}</text><text x="${
-          W - 5
-        }" y="${H - 5}" text-anchor="end">${esc(fmtMs(to))}</text></svg></figure>`,
-      );
-    }
-    return out.join("") || `<p class="sub">No replies with latencies.</p>`;
+    const figures = [...this.stats.latency.keys()].sort(byStageOrder)
+      .map((stage) => histogramFigure(stage, this.stats.latency.get(stage)!));
+    return figures.join("") || `<p class="sub">No replies with latencies.</p>`;
   }
 }
 
-function span(s: StatsResult): string {
-  if (s.from === undefined) return "no timestamps";
-  return `${new Date(s.from).toISOString()} to ${new Date(s.to!).toISOString()}`;
+/**
+ * A page of the toolkit's reports: inline CSS, a header, the sections, optional scripts.
+ *
+ * @param title The title and heading.
+ * @param subtitle The line under the heading.
+ * @param sections HTML of the `<section>`s.
+ * @param scripts HTML of inline `<script>`s after them.
+ * @returns A complete, self-contained HTML document.
+ */
+export function htmlPage(title: string, subtitle: string, sections: string, scripts = ""): string {
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${esc(title)}</title>
+<style>${CSS}</style></head>
+<body>
+<header><h1>${esc(title)}</h1><p class="sub">${esc(subtitle)}</p></header>
+<main>
+${sections}
+</main>
+${scripts}
+</body></html>
+`;
 }
 
-function cards(s: StatsResult): string {
-  const card = (label: string, value: number | string, color?: string) =>
-    `<div class="card"${color ? ` style="border-top-color:${color}"` : ""}><b>${value}</b><span>${
-      esc(label)
-    }</span></div>`;
-  return [
-    card("sessions", s.sessions),
-    card("messages", s.messages),
-    card("recipients", s.recipients),
-    ...KINDS.filter((k) => s.verdicts[k] !== undefined).map((k) =>
-      card(k, s.verdicts[k]!, COLORS[k])
-    ),
-    card("protocol issues", s.issues),
-  ].join("");
+/**
+ * A latency histogram as an inline SVG figure (log scale, the non-empty range).
+ *
+ * @param label What it measures (a stage, `message`).
+ * @param h The histogram.
+ * @returns A `<figure class="hist">`, or an empty string for an empty histogram.
+ */
+export function histogramFigure(label: string, h: LatencyHistogram): string {
+  const nz = h.buckets.map((n, i) => [n, i] as const).filter(([n]) => n > 0);
+  if (nz.length === 0) return "";
+  const lo = Math.max(0, nz[0]![1] - 2);
+  const hi = Math.min(h.buckets.length - 1, nz.at(-1)![1] + 2);
+  const W = 280;
+  const H = 120;
+  const bw = (W - 10) / (hi - lo + 1);
+  const max = Math.max(...h.buckets.slice(lo, hi + 1));
+  const bars = h.buckets.slice(lo, hi + 1).map((n, j) => {
+    if (n === 0) return "";
+    const [a, b] = LatencyHistogram.bucketBounds(lo + j);
+    const bh = (n / max) * (H - 30);
+    return `<rect class="bar" data-count="${n}" x="${(5 + j * bw).toFixed(1)}" y="${
+      (H - 20 - bh).toFixed(1)
+    }" width="${Math.max(1, bw - 1).toFixed(1)}" height="${bh.toFixed(1)}"><title>${
+      esc(`${fmtMs(a)}–${fmtMs(b)}: ${n}`)
+    }</title></rect>`;
+  }).join("");
+  const [from] = LatencyHistogram.bucketBounds(lo);
+  const [, to] = LatencyHistogram.bucketBounds(hi);
+  return `<figure class="hist" data-stage="${esc(label)}"><figcaption>${
+    esc(label)
+  } <span class="sub">${h.count} replies, p50 ${fmtMs(h.percentile(50))}, p99 ${
+    fmtMs(h.percentile(99))
+  }</span></figcaption><svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${
+    esc(label)
+  } latency">${bars}<text x="5" y="${H - 5}">${esc(fmtMs(from))}</text><text x="${W - 5}" y="${
+    H - 5
+  }" text-anchor="end">${esc(fmtMs(to))}</text></svg></figure>`;
 }
 
-function table(head: string[], rows: string[][], numeric: number[] = []): string {
+/**
+ * Summary cards (a big number and a label each).
+ *
+ * @param items Label, value and an optional top-border colour per card.
+ * @returns The cards' HTML.
+ */
+export function statCards(items: readonly [string, number | string, string?][]): string {
+  return items.map(([label, value, color]) =>
+    `<div class="card"${color ? ` style="border-top-color:${color}"` : ""}><b>${
+      esc(String(value))
+    }</b><span>${esc(label)}</span></div>`
+  ).join("");
+}
+
+/**
+ * A table.
+ *
+ * @param head Column headings.
+ * @param rows Cells (text).
+ * @param numeric Indexes of right-aligned columns.
+ * @returns The table's HTML.
+ */
+export function htmlTable(head: string[], rows: string[][], numeric: number[] = []): string {
   const th = head.map((h, i) => `<th${numeric.includes(i) ? ' class="n"' : ""}>${esc(h)}</th>`)
     .join("");
   const body = rows.map((r) =>
@@ -328,6 +344,37 @@ function table(head: string[], rows: string[][], numeric: number[] = []): string
     }</tr>`
   ).join("");
   return `<table><thead><tr>${th}</tr></thead><tbody>${body}</tbody></table>`;
+}
+
+/** The colour of a verdict in the reports. */
+export function verdictHex(kind: string): string {
+  return HEX[verdictColor(kind)];
+}
+
+/** Formats milliseconds for people (µs, ms or s, 3 significant digits). */
+export function fmtMs(v: number): string {
+  return v >= 1000
+    ? `${(v / 1000).toPrecision(3)} s`
+    : v >= 1
+    ? `${v.toPrecision(3)} ms`
+    : `${(v * 1000).toPrecision(3)} µs`;
+}
+
+function span(s: StatsResult): string {
+  if (s.from === undefined) return "no timestamps";
+  return `${new Date(s.from).toISOString()} to ${new Date(s.to!).toISOString()}`;
+}
+
+function cards(s: StatsResult): string {
+  return statCards([
+    ["sessions", s.sessions],
+    ["messages", s.messages],
+    ["recipients", s.recipients],
+    ...KINDS.filter((k) => s.verdicts[k] !== undefined).map((k) =>
+      [k, s.verdicts[k]!, COLORS[k]] as [string, number, string]
+    ),
+    ["protocol issues", s.issues],
+  ]);
 }
 
 function stageTable(s: StatsResult): string {
@@ -342,12 +389,12 @@ function stageTable(s: StatsResult): string {
   }
   return rows.length === 0
     ? `<p class="sub">No messages.</p>`
-    : table(["stage", "verdict", "count"], rows, [2]);
+    : htmlTable(["stage", "verdict", "count"], rows, [2]);
 }
 
 function reasonsTable(s: StatsResult): string {
   if (s.reasons.length === 0) return `<p class="sub">None.</p>`;
-  return table(["count", "reason"], s.reasons.map((r) => [String(r.count), r.reason]), [0]);
+  return htmlTable(["count", "reason"], s.reasons.map((r) => [String(r.count), r.reason]), [0]);
 }
 
 function latencyTable(s: StatsResult): string {
@@ -363,12 +410,19 @@ function latencyTable(s: StatsResult): string {
       fmtMs(l.maxMs),
     ];
   });
-  return table(["stage", "replies", "mean", "p50", "p90", "p99", "max"], rows, [1, 2, 3, 4, 5, 6]);
+  return htmlTable(["stage", "replies", "mean", "p50", "p90", "p99", "max"], rows, [
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+  ]);
 }
 
 function hoursTable(s: StatsResult): string {
   if (s.hours.length === 0) return `<p class="sub">No messages with times.</p>`;
-  return table(
+  return htmlTable(
     ["hour", "messages", "body KiB", "verdicts"],
     s.hours.map((h) => [
       h.hour,

@@ -237,9 +237,9 @@ export class DumpStats {
   readonly #rcpt: VerdictCounts = {};
   readonly #reasons = new Map<string, number>();
   /** Latency histograms by stage. */
-  readonly latency = new Map<string, LatencyHistogram>();
+  readonly latency: Map<string, LatencyHistogram> = new Map();
   /** Message verdicts over time. */
-  readonly series = new VerdictSeries();
+  readonly series: VerdictSeries = new VerdictSeries();
   /** Per hour start (ms): messages, bytes, verdicts. */
   readonly #hours = new Map<
     number,
