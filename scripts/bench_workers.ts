@@ -3,7 +3,8 @@
  * Scaling with `serve --workers`: the no-op filter (scripts/bench/noop_filter.js) served by 1 and
  * by 2 worker processes, under Bun and Deno, loaded by the C load generator (`mload`, built from
  * ../shared/tools/mload.c or `--mload PATH`) with 32 connections; rounds interleaved, medians.
- * CPU per message is summed over every worker process (`mload -p PID,PID`).
+ * CPU per message is summed over every worker process, read from /proc before and after each
+ * run (mload's `-p` counts only its first PID).
  *
  *   bun scripts/bench_workers.ts [--rounds 3] [--seconds 10] [--connections 32] [--write]
  *
@@ -11,7 +12,7 @@
  */
 import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
 import { promisify } from "node:util";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -78,7 +79,7 @@ async function start(runtime: string, workers: number): Promise<Target> {
     "json",
     "--log-level",
     "warn",
-  ], { stdio: ["ignore", "ignore", "inherit"] });
+  ], { stdio: "ignore" });
   children.push(child);
   await waitPort(port);
   // The workers are the supervisor's children.
@@ -89,6 +90,21 @@ async function start(runtime: string, workers: number): Promise<Target> {
       .filter(Boolean).map(Number);
   }
   return { key: `${runtime} ×${workers}`, runtime, workers, port, pids };
+}
+
+/** User + system CPU seconds of processes, from /proc (clock ticks of 1/100 s). */
+function cpuOf(pids: number[]): number {
+  let total = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      total += (Number(f[11]) + Number(f[12])) / 100;
+    } catch {
+      // Gone.
+    }
+  }
+  return total;
 }
 
 interface Result {
@@ -105,20 +121,21 @@ for (const runtime of values.runtimes!.split(",")) {
 const results = new Map<string, Result[]>();
 for (let round = 1; round <= Number(values.rounds); round++) {
   for (const t of targets) {
-    // Asynchronous, so this process keeps draining the servers' logs meanwhile.
-    const { stdout: out } = await promisify(execFile)(mload!, [
+    const run = promisify(execFile)(mload!, [
       "-c",
       values.connections!,
       "-d",
       values.seconds!,
       "-w",
       values.warmup!,
-      "-p",
-      t.pids.join(","),
       "-j",
       `127.0.0.1:${t.port}`,
     ], { encoding: "utf8" });
-    const r = JSON.parse(out) as Result;
+    // Worker CPU over the measured part of the run (after mload's warm-up), per message.
+    await new Promise((r) => setTimeout(r, 1000 * Number(values.warmup)));
+    const cpu0 = cpuOf(t.pids);
+    const r = JSON.parse((await run).stdout) as Result & { messages: number };
+    r.filter_cpu_us_per_msg = (cpuOf(t.pids) - cpu0) * 1e6 / Math.max(1, r.messages);
     results.set(t.key, [...(results.get(t.key) ?? []), r]);
     console.log(
       `round ${round} ${t.key.padEnd(8)} ${r.msg_per_s.toFixed(0).padStart(6)} msg/s  p50 ${

@@ -22,7 +22,7 @@ import {
   statSync,
   writeFileSync,
 } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -182,7 +182,8 @@ if (values.npm) {
   }
 }
 for (const f of built) {
-  const files = statSync(join(root, f)).isDirectory() ? walk(join(root, f)) : [join(root, f)];
+  const path = resolve(root, f); // --outfile may be absolute
+  const files = statSync(path).isDirectory() ? walk(path) : [path];
   const size = files.reduce((n, x) => n + statSync(x).size, 0);
   console.log(`built ${f} (${(size / 1048576).toFixed(1)} MiB in ${files.length} files)`);
 }

@@ -2,12 +2,14 @@
  * `milterkit serve --workers N` over real sockets, in child processes of the running runtime:
  * every worker answers and connections spread over them, one metrics endpoint sums them, SIGHUP
  * reloads every worker, SIGTERM drains sessions in flight on every worker, a dead worker is
- * replaced. And CPU-bound handlers (a 3 s busy loop with a 1.5 s handler timeout): with one
+ * replaced; under Node (the one-file build) the workers share the port through node:cluster.
+ * And CPU-bound handlers (a 3 s busy loop with a 1.5 s handler timeout): with one
  * process every other session waits and a warning names the stage and the script, with two
  * workers the other worker keeps answering.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,11 +22,13 @@ import {
   killChildren,
   logs,
   openClient,
+  ROOT,
   runTransactionIn,
   sendOne,
   serveChild,
   signal,
   sleep,
+  spawnChild,
   TIMEOUT,
   tx,
   waitFor,
@@ -94,15 +98,22 @@ describe("serve --workers", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  /** `serve FILE --workers 2` (version 1) with a metrics port, started and listening. */
-  async function twoWorkers(): Promise<{ child: Child; spec: string; metricsPort: number }> {
-    writeFileSync(file, script(1));
+  /**
+   * `serve SCRIPT --workers 2` with a metrics port, started and listening; by default SCRIPT is
+   * the version 1 filter, served by cli.ts under this runtime.
+   */
+  async function twoWorkers(
+    target = file,
+    spawnIt?: (args: string[]) => Child,
+  ): Promise<{ child: Child; spec: string; metricsPort: number }> {
+    if (target === file) writeFileSync(file, script(1));
     const [port, metricsPort] = [await freePort(), await freePort()];
     const spec = `inet:${port}@127.0.0.1`;
     const child = await serveChild(
-      [file, "--workers", "2", "--listen", spec, "--metrics-port", String(metricsPort)],
+      [target, "--workers", "2", "--listen", spec, "--metrics-port", String(metricsPort)],
       children,
       "metrics",
+      spawnIt,
     );
     return { child, spec, metricsPort };
   }
@@ -204,6 +215,33 @@ describe("serve --workers", () => {
     const rs = await many(spec, 24, "c");
     assert.equal(pids(rs).size, 2, "two live workers answer");
     assert.ok(!pids(rs).has(victim));
+    signal(child, "SIGTERM");
+    assert.equal((await within(child.exited, 30_000, "serve to exit")).code, 0, child.stderr);
+  });
+
+  it("under Node, shares the port through node:cluster", LONG, async () => {
+    // The one-file Node build, and a .js script (Node 20 runs no .ts).
+    const build = join(dir, "milterkit.mjs");
+    execFileSync(join(ROOT, "node_modules/.bin/bun"), [
+      join(ROOT, "scripts/build.ts"),
+      "--node",
+      "--outfile",
+      build,
+    ], { cwd: ROOT, stdio: "ignore" });
+    const js = join(dir, "filter.js");
+    writeFileSync(
+      js,
+      script(1).replace(/import \{ defineFilter \} from [^\n]*\n/, "")
+        .replace("defineFilter(", "("),
+    );
+    const { child, spec, metricsPort } = await twoWorkers(
+      js,
+      (args) => spawnChild("node", [build, ...args]),
+    );
+    assert.equal(logs(child).find((r) => r.event === "workers")?.sharing, "node:cluster");
+    const rs = await many(spec, 24, "node");
+    assert.deepEqual([...pids(rs)].sort(), [...workerPids(child)].sort());
+    assert.equal(metric((await scrape(metricsPort))[1], "milterkit_messages_total"), 24);
     signal(child, "SIGTERM");
     assert.equal((await within(child.exited, 30_000, "serve to exit")).code, 0, child.stderr);
   });

@@ -159,6 +159,11 @@ export interface Child {
 /** Spawns `cli.ts ARGS` under the running runtime, from the project root. */
 export function spawnCli(args: string[]): Child {
   const [cmd, argv] = cliArgs(args);
+  return spawnChild(cmd, argv);
+}
+
+/** Spawns `cmd argv` from the project root with its output collected. */
+export function spawnChild(cmd: string, argv: string[]): Child {
   const proc = spawn(cmd, argv, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
   const child: Child = {
     proc,
@@ -212,8 +217,9 @@ export async function serveChild(
   args: string[],
   children: Child[],
   ready = "listening",
+  spawnIt: (args: string[]) => Child = spawnCli,
 ): Promise<Child> {
-  const child = spawnCli(["serve", ...args, "--log-format", "json"]);
+  const child = spawnIt(["serve", ...args, "--log-format", "json"]);
   children.push(child);
   await waitFor(
     () => logs(child).some((r) => r.event === ready) || child.proc.exitCode !== null,
