@@ -89,6 +89,14 @@ describe("milterkit serve logs", () => {
     writeFileSync(script, SCRIPT);
     writeFileSync(join(dir, "uncaught.ts"), UNCAUGHT);
   });
+  const serveUncaught = (eomTimeoutMs: number, extra: string[] = []) =>
+    serve(join(dir, "uncaught.ts"), [
+      "--log-format",
+      "json",
+      "--eom-timeout",
+      String(eomTimeoutMs),
+      ...extra,
+    ]);
   after(async () => {
     await killChildren(children);
     rmSync(dir, { recursive: true, force: true });
@@ -164,15 +172,10 @@ describe("milterkit serve logs", () => {
   });
 
   it(
-    "errors nobody caught are logged as JSON; the session gets the fallback",
+    "errors nobody caught are logged as JSON, tied to their session with --trace-uncaught",
     TIMEOUT,
     async () => {
-      const { child, spec } = await serve(join(dir, "uncaught.ts"), [
-        "--log-format",
-        "json",
-        "--eom-timeout",
-        "3000",
-      ]);
+      const { child, spec } = await serveUncaught(3000, ["--trace-uncaught"]);
       const rejection = await sendOne(spec, mail("rejection", "4CCC01"));
       const timer = await sendOne(spec, mail("timer", "4CCC02"));
       // Tempfail either at once (the error was tied to the session) or at the eom timeout.
@@ -202,6 +205,23 @@ describe("milterkit serve logs", () => {
         assert.match(String(failed?.error), /in the filter's code/);
       }
       assert.equal(child.proc.exitCode, null);
+    },
+  );
+
+  it(
+    "without --trace-uncaught the error is logged and the handler's timeout answers",
+    TIMEOUT,
+    async () => {
+      const { child, spec } = await serveUncaught(1000);
+      const r = await sendOne(spec, mail("rejection", "4DDD01"));
+      assert.equal(r.verdict.type, "tempfail");
+      await waitFor(() => records(child).some((x) => x.event === "message"), "message line");
+      const all = records(child);
+      const unhandled = all.find((x) => x.event === "unhandled rejection");
+      assert.equal(unhandled?.error, "unawaited boom");
+      assert.equal(unhandled?.session, undefined);
+      const failed = all.find((x) => x.event === "session error");
+      assert.match(String(failed?.error), /did not answer within 1000 ms/);
     },
   );
 });

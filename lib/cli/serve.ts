@@ -51,6 +51,10 @@ Options:
                              per core); SIGHUP, SIGTERM and the metrics port cover all
       --block-warn MS        warn (naming the stage and script) when a handler holds the
                              event loop this long (default 1000, 0 off)
+      --trace-uncaught       answer the session whose handler caused an error nobody
+                             caught (unawaited rejection, throw in a timer) with the
+                             fallback at once; costs throughput (default: the error is
+                             logged and the handler's timeout answers)
       --max-frame BYTES      largest frame accepted (default 1048576)
       --unix-mode MODE       permissions of a unix socket, octal (default 660)
       --shutdown-grace MS    time sessions get to finish on SIGTERM (default 30000)
@@ -137,6 +141,7 @@ export const serveCommand: Subcommand = {
         "load-timeout": { type: "string" },
         workers: { type: "string" },
         "block-warn": { type: "string" },
+        "trace-uncaught": { type: "boolean", default: false },
         check: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -177,6 +182,7 @@ export const serveCommand: Subcommand = {
       maxDataSize: int("max-frame", values["max-frame"], 1),
       shutdownGraceMs: int("shutdown-grace", values["shutdown-grace"]),
       blockWarnMs: int("block-warn", values["block-warn"]),
+      traceUncaught: values["trace-uncaught"] || undefined,
       unixMode,
     };
     const metricsPort = int("metrics-port", values["metrics-port"]);

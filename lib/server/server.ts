@@ -76,6 +76,13 @@ export interface ServerOptions extends ListenOptions {
   readonly label?: string;
   /** Also receives every session event, with the session id. */
   readonly onEvent?: (session: number, event: SessionEvent) => void;
+  /**
+   * Runs each session in its own async context, so that an error nobody caught in a handler's
+   * code can fail the handler that session is running (`failSessionOf`, called from the
+   * process's error events) and the MTA gets the fallback at once. Costs throughput
+   * (AsyncLocalStorage); default false: such errors wait for the handler's timeout.
+   */
+  readonly traceUncaught?: boolean;
 }
 
 /**
@@ -142,13 +149,16 @@ export async function listen<C, M>(
   return serveListener(listener, filter, options);
 }
 
-/** Serves connections with `filter`, each handler call tied to its session (see uncaught.ts). */
+/** Serves connections with `filter`; with `trace`, each handler call tied to its session. */
 function servingWith<C, M>(
   filter: Filter<C, M>,
+  trace: boolean,
 ): (conn: Connection, o: SessionOptions) => Promise<ServedSession> {
-  const tied = attributable(filter);
-  return (conn, o) => serveConnection(conn, tied, o);
+  const f = trace ? attributable(filter) : filter;
+  return (conn, o) => serveConnection(conn, f, o);
 }
+
+const runPlain = <T>(_id: number, fn: () => T): T => fn();
 
 function errorKind(e: Error): string {
   if (e instanceof FilterHandlerError) return "handler";
@@ -187,7 +197,8 @@ export function serveListener<C, M>(
   const open = new Map<number, { conn: Connection; stop: AbortController; done: Promise<void> }>();
   // The filter in force, bound to its own state types: a session serves what was current when
   // it started.
-  let serve = servingWith(filter);
+  const trace = options.traceUncaught ?? false;
+  let serve = servingWith(filter, trace);
   let nextId = 1;
   let stopping: Promise<void> | undefined;
   const address = listener.address;
@@ -208,7 +219,7 @@ export function serveListener<C, M>(
     const started = Date.now();
     const peer = conn.remote ? formatSocketSpec(conn.remote) : undefined;
     log.debug("connection", { session: id, peer });
-    const done = runAsSession(id, () =>
+    const done = (trace ? runAsSession : runPlain)(id, () =>
       serve(conn, {
         fallback: options.fallback ?? "tempfail",
         handlerTimeoutMs: options.handlerTimeoutMs ?? 25_000,
@@ -228,7 +239,7 @@ export function serveListener<C, M>(
               break;
             case "message":
               metrics.messages++;
-              log.info("message", messageLogFields(id, e.record));
+              if (log.enabled("info")) log.info("message", messageLogFields(id, e.record));
               break;
             case "message-aborted":
               if (log.enabled("debug")) log.debug("message", messageLogFields(id, e.record));
@@ -341,7 +352,7 @@ export function serveListener<C, M>(
     },
     finished,
     setFilter(f) {
-      serve = servingWith(f);
+      serve = servingWith(f, trace);
     },
     stop: (o) => stopServer(o?.graceMs ?? options.shutdownGraceMs ?? 30_000),
   };

@@ -1,8 +1,10 @@
 /**
  * Tying errors nobody caught (a handler's unawaited rejection, a throw inside its `setTimeout`)
- * back to the session whose code caused them. Each session of a server runs in its own async
- * context; a handler still running in that session is failed with the error, so the MTA gets
- * the fallback at once instead of waiting for the handler's timeout.
+ * back to the session whose code caused them (the server's `traceUncaught` option, `serve
+ * --trace-uncaught`). Each session of a server runs in its own async context; a handler still
+ * running in that session is failed with the error, so the MTA gets the fallback at once
+ * instead of waiting for the handler's timeout. Async context tracking costs throughput, so it
+ * is off unless asked for.
  *
  * Where the runtime keeps the async context for the process's error events is runtime-specific
  * (at the time of writing: Deno for unhandled rejections, Bun for errors thrown in timers);
