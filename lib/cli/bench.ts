@@ -224,9 +224,11 @@ export const benchCommand: Subcommand = {
     let started = 0;
     const t0 = performance.now();
     const deadline = t0 + duration * 1000;
+    /** The filter could not be reached before any message went through: stop, say why. */
+    let unreachable: Error | undefined;
     const more = () =>
       performance.now() < deadline && (total === undefined || started < total) &&
-      !io.signal.aborted;
+      !io.signal.aborted && unreachable === undefined;
     const pace = async () => {
       if (rate === undefined) return;
       const due = t0 + (started / rate) * 1000;
@@ -293,7 +295,8 @@ export const benchCommand: Subcommand = {
         } catch (e) {
           const name = e instanceof Error ? e.name : "Error";
           errors[name] = (errors[name] ?? 0) + 1;
-          if (errors[name] === 1) io.stderr(`bench: ${name}: ${(e as Error).message}\n`);
+          if (conn === undefined && done === 0) unreachable ??= e as Error;
+          else if (errors[name] === 1) io.stderr(`milterkit bench: ${(e as Error).message}\n`);
           await new Promise((r) => setTimeout(r, 50));
         } finally {
           await milter?.close();
@@ -305,6 +308,10 @@ export const benchCommand: Subcommand = {
     if (progressTimer) {
       clearInterval(progressTimer);
       io.stderr("\n");
+    }
+    if (unreachable !== undefined) {
+      io.stderr(`milterkit bench: ${unreachable.message}\n`);
+      return EXIT.FAILURE;
     }
     const seconds = (performance.now() - t0) / 1000;
     const messageHistogram = perMessage.histogram();

@@ -192,7 +192,8 @@ export const serveCommand: Subcommand = {
     const baseLog = createLogger({
       format,
       level,
-      color: format === "text" && wantColor(io, values, io.errIsTty ?? false),
+      // --color is checked in either format; it only colours text.
+      color: wantColor(io, values, io.errIsTty ?? false) && format === "text",
       sink: (line) => io.stderr(line + "\n"),
     });
     const log = worker === undefined ? baseLog : withFields(baseLog, { worker });

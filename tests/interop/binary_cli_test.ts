@@ -88,6 +88,15 @@ describe("milterkit binary: help, version and usage errors", () => {
       /^milterkit send: Cannot connect to inet:1@127\.0\.0\.1: connection refused/,
     );
     assert.doesNotMatch(r.stderr, /\w+Error\b/);
+    // bench stops at once instead of retrying a filter it never reached.
+    const bench = await runBinary(["bench", "-c", "inet:1@127.0.0.1", "--duration", "20"], {
+      timeoutMs: 15_000,
+    });
+    assert.equal(bench.code, 1);
+    assert.equal(
+      bench.stderr,
+      "milterkit bench: Cannot connect to inet:1@127.0.0.1: connection refused (ECONNREFUSED)\n",
+    );
   });
 
   it("every usage or input error exits 2 with one line, a short hint and no class name", async () => {
@@ -101,6 +110,7 @@ describe("milterkit binary: help, version and usage errors", () => {
       [["bench", "-c", "8890", "--total", "1"], /did you mean inet:8890@127\.0\.0\.1\?/],
       [["dump", "--bogus"], /unknown option '--bogus'$/im],
       [["serve", "--log-level", "loud"], /--log-level must be/],
+      [["serve", "--color", "pink"], /--color must be auto, always or never, got pink$/],
       [
         ["send", "-c", "inet:1@127.0.0.1", "/nonexistent.eml"],
         /Cannot read \/nonexistent\.eml: no such file$/,
