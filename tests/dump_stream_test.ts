@@ -17,6 +17,7 @@ import {
   mailSession,
   packet,
   pcapFile,
+  pcapngFile,
   type Seg,
   type SegmentOptions,
   sessionSegments,
@@ -163,6 +164,10 @@ describe("dump reads files as streams", () => {
       sessionSegments(i, mailSession(i, 2500), T0 + i * 1000, { mss: 300 })
     );
     const pcap = write("chunks.pcap", capture(segs));
+    const pcapng = write(
+      "chunks.pcapng",
+      pcapngFile(segs.map((x) => ({ time: x.time, data: packet(x, 1) })), { little: false }),
+    );
     const rec = write(
       "chunks.jsonl",
       new TextEncoder().encode(
@@ -171,7 +176,7 @@ describe("dump reads files as streams", () => {
         ).join("\n") + "\n",
       ),
     );
-    for (const file of [pcap, rec]) {
+    for (const file of [pcap, pcapng, rec]) {
       const whole = await sessionsOf(file);
       assert.ok(whole.length >= 2);
       for (const size of [3, 17, 1000]) {
@@ -208,6 +213,34 @@ describe("dump reads files as streams", () => {
     assert.ok(closed >= 298, `${closed} closed before the end of the capture`);
     r.finish();
     assert.equal(r.openConnections, 0);
+  });
+
+  it("random bytes after a valid pcap or pcapng header: exit 1, one line, no output", async () => {
+    let seed = 99;
+    const rnd = () => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24;
+    for (let i = 0; i < 40; i++) {
+      const head = i % 2 ? pcapFile([]) : pcapngFile([]);
+      const bytes = new Uint8Array(head.length + 100 + i * 997);
+      bytes.set(head);
+      for (let k = head.length; k < bytes.length; k++) bytes[k] = rnd();
+      const file = write(`garbage-${i}`, bytes);
+      let err = "";
+      let out = "";
+      const io: CliIo = {
+        stdout: (s) => void (out += s),
+        stderr: (s) => void (err += s),
+        isTty: false,
+        env: {},
+        signal: new AbortController().signal,
+        stdin: () => new ReadableStream(),
+      };
+      assert.equal(await dumpCommand.run([file], io), 1, `input ${i}`);
+      assert.equal(out, "");
+      // the format error, or a note about the cut-off record and "no milter session found"
+      assert.ok(err.split("\n").length <= 3, err);
+      assert.match(err, new RegExp(`^milterkit dump: \\S+garbage-${i}: `));
+      assert.doesNotMatch(err, /Error:|\n\s+at /);
+    }
   });
 
   it("a pcap of nothing but empty records: no session, exit 1, one line", async () => {
