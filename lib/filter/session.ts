@@ -15,7 +15,8 @@ import {
   MilterTimeoutError,
 } from "../wire/errors.ts";
 import type { EventName, Filter } from "./filter.ts";
-import type { Duplex, Negotiated } from "../wire/types.ts";
+import type { ByteChannel, Duplex, Negotiated } from "../wire/types.ts";
+import { channelOf, yieldTurn } from "./session_io.ts";
 import {
   type Fallback,
   type SessionEvent,
@@ -68,21 +69,8 @@ export interface ServedSession {
 
 class Stop extends Error {}
 
-const setImmediateFn = (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate;
-/** Consecutive yields before one goes through the timer queue. */
-const TIMER_YIELD_EVERY = 8;
-
-/**
- * Lets other connections' I/O run before a busy session goes on. `setImmediate` is cheap but
- * some event loops run every queued immediate before polling sockets again, so every
- * {@link TIMER_YIELD_EVERY}th consecutive yield goes through a timer, which always lets I/O in.
- */
-function yieldTurn(consecutive: number): Promise<void> {
-  return new Promise<void>((r) => {
-    if (setImmediateFn !== undefined && consecutive % TIMER_YIELD_EVERY !== 0) setImmediateFn(r);
-    else setTimeout(r, 0);
-  });
-}
+/** The reason handlers' `ctx.signal` gives once a session is over (one shared instance). */
+const SESSION_ENDED = new ConnectionClosedError("Session ended");
 
 /**
  * Serves one MTA connection until QUIT, EOF, a protocol error, idle timeout or `signal`.
@@ -114,13 +102,16 @@ class SessionDriver<C, M> {
   readonly #opts: SessionOptions;
   readonly #abort = new AbortController();
   readonly #machine: SessionMachine<C, M>;
-  #writer!: WritableStreamDefaultWriter<Uint8Array>;
-  /** Rejects the read or wait in progress (set while one is pending). */
+  #ch!: ByteChannel;
+  /** Rejects the write wait in progress (set while one is pending). */
   #interrupt: ((e: unknown) => void) | undefined;
+  /** Why the session must stop (idle, signal, a failed write), once known. */
+  #halted: unknown;
   #readStarted = 0;
+  #reading = false;
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
-  #writeError: Error | undefined;
-  #lastWrite: Promise<void> | undefined;
+  /** A write the socket has not taken yet (backpressure). */
+  #pending: Promise<void> | undefined;
 
   constructor(conn: Duplex, filter: Filter<C, M>, opts: SessionOptions) {
     this.#conn = conn;
@@ -134,14 +125,13 @@ class SessionDriver<C, M> {
 
   async run(): Promise<ServedSession> {
     const m = this.#machine;
-    const reader = this.#conn.readable.getReader();
-    this.#writer = this.#conn.writable.getWriter();
+    const ch = this.#ch = channelOf(this.#conn);
     let end: ServedSession["end"] = "eof";
     let error: Error | undefined;
     const outer = this.#opts.signal;
     const onOuterAbort = () => this.#abort.abort(outer?.reason);
     outer?.addEventListener("abort", onOuterAbort, { once: true });
-    const onAbort = () => this.#interrupt?.(new Stop("signal"));
+    const onAbort = () => this.#halt(new Stop("signal"));
     this.#abort.signal.addEventListener("abort", onAbort, { once: true });
     const idle = this.#opts.idleTimeoutMs ?? 0;
     if (idle > 0) this.#armIdle(idle, idle);
@@ -154,12 +144,14 @@ class SessionDriver<C, M> {
           case "input": {
             yields = 0;
             await this.#flush();
-            const r = await this.#read(reader);
-            if (r.done) {
+            let chunk = ch.read();
+            if (chunk instanceof Promise) chunk = await this.#read(chunk);
+            if (this.#halted !== undefined) throw this.#halted;
+            if (chunk === null) {
               m.finish();
               break loop;
             }
-            m.push(r.value);
+            m.push(chunk);
             break;
           }
           case "wait":
@@ -167,7 +159,7 @@ class SessionDriver<C, M> {
             await this.#settle(step);
             break;
           case "flush":
-            await this.#flush(true);
+            await this.#flush();
             break;
           case "yield":
             await this.#flush();
@@ -177,8 +169,7 @@ class SessionDriver<C, M> {
             end = "quit";
             break loop;
         }
-        if (this.#writeError) throw this.#writeError;
-        if (this.#abort.signal.aborted) throw new Stop("signal");
+        if (this.#halted !== undefined) throw this.#halted;
       }
     } catch (e) {
       if (e instanceof Stop) end = e.message as ServedSession["end"];
@@ -199,13 +190,13 @@ class SessionDriver<C, M> {
       this.#abort.signal.removeEventListener("abort", onAbort);
       if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
       await this.#close();
-      this.#abort.abort(new ConnectionClosedError("Session ended"));
-      await reader.cancel().catch(() => {});
+      this.#abort.abort(SESSION_ENDED);
+      ch.cancel();
       if (end === "quit" || end === "eof") {
-        await this.#finalWrites().then(() => this.#writer.close()).catch(() => {});
+        await this.#finalWrites().then(() => this.#deadline(ch.end())).catch(() => ch.destroy());
       } else {
         await this.#finalWrites().catch(() => {});
-        await this.#writer.abort(error).catch(() => {});
+        ch.destroy();
       }
     }
     const summary: ServedSession = { messages: m.messages, negotiated: m.negotiated, end };
@@ -223,10 +214,8 @@ class SessionDriver<C, M> {
 
   /** Writes what is left before the connection closes, within the write deadline. */
   async #finalWrites(): Promise<void> {
-    if (this.#writeError) return;
-    this.#flush();
-    const last = this.#lastWrite;
-    if (last !== undefined) await this.#deadline(last);
+    if (this.#halted !== undefined && !(this.#halted instanceof Stop)) return;
+    await this.#flush();
   }
 
   #emit(e: SessionEvent): void {
@@ -238,28 +227,41 @@ class SessionDriver<C, M> {
   }
 
   /**
-   * Writes the machine's output in one write. Waits only when the connection's write buffer is
-   * full (or `drain` asks), and then at most `writeTimeoutMs`.
+   * Writes the machine's output in one write. Waits only while the socket has not taken earlier
+   * output, and then at most `writeTimeoutMs`.
    */
-  #flush(drain = false): Promise<void> | undefined {
+  #flush(): Promise<void> | undefined {
     const bytes = this.#machine.takeOutput();
-    const w = this.#writer;
-    if (bytes !== undefined && this.#writeError === undefined) {
-      const p = w.write(bytes);
-      this.#lastWrite = p;
-      p.catch((e) => {
-        this.#writeError ??= e instanceof MilterError
-          ? e
-          : new ConnectionClosedError("Writing to the MTA failed", { cause: e });
-        this.#interrupt?.(this.#writeError);
-      });
+    if (bytes !== undefined) {
+      const p = this.#ch.write(bytes);
+      if (p !== undefined) {
+        this.#pending = p;
+        p.then(() => {
+          if (this.#pending === p) this.#pending = undefined;
+        }, this.#onWriteError);
+      }
     }
-    if (this.#writeError) return Promise.reject(this.#writeError);
-    if (!drain && (w.desiredSize ?? 0) > 0) return undefined;
-    return this.#deadline(w.ready);
+    const pending = this.#pending;
+    if (pending === undefined) return undefined;
+    return this.#deadline(pending);
   }
 
-  /** Awaits a write (or the writer's readiness) within `writeTimeoutMs`. */
+  readonly #onWriteError = (e: unknown): void => {
+    this.#halt(
+      e instanceof MilterError
+        ? e
+        : new ConnectionClosedError("Writing to the MTA failed", { cause: e }),
+    );
+  };
+
+  /** Stops the session: the read in progress ends (the channel is cancelled), a wait fails. */
+  #halt(reason: unknown): void {
+    this.#halted ??= reason;
+    if (this.#reading) this.#ch.cancel();
+    this.#interrupt?.(reason);
+  }
+
+  /** Awaits a write (or the end of the output) within `writeTimeoutMs`. */
   #deadline(p: Promise<void>): Promise<void> {
     const limit = this.#opts.writeTimeoutMs ?? 0;
     return new Promise<void>((resolve, reject) => {
@@ -281,41 +283,28 @@ class SessionDriver<C, M> {
   }
 
   /**
-   * Reads the next chunk. One abort listener and one idle timer serve the whole session (set up
-   * in `run`), so a read costs no timer or listener of its own.
+   * Waits for a chunk. One abort listener and one idle timer serve the whole session (set up in
+   * `run`): a read costs no timer or listener of its own; to stop it they cancel the channel.
    */
-  #read(
-    reader: ReadableStreamDefaultReader<Uint8Array>,
-  ): Promise<ReadableStreamReadResult<Uint8Array>> {
-    if (this.#abort.signal.aborted) return Promise.reject(new Stop("signal"));
-    return new Promise((resolve, reject) => {
-      this.#readStarted = performance.now();
-      this.#interrupt = reject;
-      this.#reading = true;
-      reader.read().then((r) => {
-        this.#interrupt = undefined;
-        this.#reading = false;
-        resolve(r);
-      }, (e) => {
-        this.#interrupt = undefined;
-        this.#reading = false;
-        reject(
-          e instanceof MilterError
-            ? e
-            : new ConnectionClosedError("Connection to the MTA failed", { cause: e }),
-        );
-      });
-    });
+  async #read(p: Promise<Uint8Array | null>): Promise<Uint8Array | null> {
+    this.#readStarted = performance.now();
+    this.#reading = true;
+    try {
+      return await p;
+    } catch (e) {
+      if (this.#halted !== undefined) throw this.#halted;
+      throw e;
+    } finally {
+      this.#reading = false;
+    }
   }
-
-  #reading = false;
 
   /** Fails the read in progress (if any) when the MTA has been silent for `idleTimeoutMs`. */
   #armIdle(idle: number, wait: number): void {
     this.#idleTimer = setTimeout(() => {
       const waited = performance.now() - this.#readStarted;
       if (this.#reading && waited >= idle) {
-        this.#interrupt?.(new Stop("idle"));
+        this.#halt(new Stop("idle"));
         return;
       }
       this.#armIdle(idle, this.#reading ? idle - waited : idle);

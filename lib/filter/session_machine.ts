@@ -43,7 +43,9 @@ export class SessionMachine<C, M> extends MessageMachine<C, M> {
 
   constructor(filter: Filter<C, M>, opts: MachineOptions) {
     super(filter, opts);
-    this.requirements = requirementsOf(filter);
+    let req = REQUIREMENTS.get(filter);
+    if (req === undefined) REQUIREMENTS.set(filter, req = requirementsOf(filter));
+    this.requirements = req;
   }
 
   /**
@@ -208,6 +210,8 @@ export class SessionMachine<C, M> extends MessageMachine<C, M> {
   }
 }
 
+/** What each filter needs from negotiation, worked out once per filter object. */
+const REQUIREMENTS = new WeakMap<object, ReturnType<typeof requirementsOf>>();
 const NOTHING = (): void => {};
 
 function envelope(raw: string, args: readonly string[]): EnvelopeAddress {

@@ -218,7 +218,7 @@ export function serveListener<C, M>(
     const stop = new AbortController();
     const started = Date.now();
     const peer = conn.remote ? formatSocketSpec(conn.remote) : undefined;
-    log.debug("connection", { session: id, peer });
+    if (log.enabled("debug")) log.debug("connection", { session: id, peer });
     const done = (trace ? runAsSession : runPlain)(id, () =>
       serve(conn, {
         fallback: options.fallback ?? "tempfail",

@@ -22,6 +22,48 @@ export interface Duplex {
   readonly readable: ReadableStream<Uint8Array>;
   /** Bytes going to the peer. */
   readonly writable: WritableStream<Uint8Array>;
+  /**
+   * A direct path to the socket without web streams, when the adapter has one (the filter
+   * engine's hot path). Once taken, `readable` and `writable` are not used any more.
+   */
+  readonly channel?: () => ByteChannel;
+}
+
+/**
+ * Bytes to and from a peer without web streams: what a socket adapter offers the filter engine
+ * so a round trip costs no stream machinery. Reads pause the socket while unread data piles up.
+ *
+ * @example
+ * ```ts
+ * import type { ByteChannel } from "@milterkit/milterkit";
+ * async function echoOnce(ch: ByteChannel): Promise<void> {
+ *   const chunk = await ch.read();
+ *   if (chunk) await ch.write(chunk);
+ *   await ch.end();
+ * }
+ * ```
+ */
+export interface ByteChannel {
+  /**
+   * The next chunk (a fresh buffer the adapter never writes again), or null at the end of the
+   * stream; a promise when nothing has arrived yet.
+   *
+   * @throws {ConnectionClosedError} when the connection failed.
+   */
+  read(): Uint8Array | null | Promise<Uint8Array | null>;
+  /** Stops reading: a pending read gives null, and what the peer still sends is dropped. */
+  cancel(): void;
+  /**
+   * Writes bytes (in order with earlier writes).
+   *
+   * @returns undefined when they were taken at once; else a promise that resolves when they
+   * are written and rejects when the connection failed.
+   */
+  write(bytes: Uint8Array): Promise<void> | undefined;
+  /** Sends FIN once everything written is out. */
+  end(): Promise<void>;
+  /** Closes both directions now, dropping unsent data. */
+  destroy(): void;
 }
 
 /**

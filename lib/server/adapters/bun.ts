@@ -14,14 +14,17 @@ import {
   closedError,
   finishUnixListen,
   hostOf,
+  Inbox,
   listenError,
   plainBytes,
   prepareUnixPath,
+  pushChannel,
   type PushReadable,
   pushReadable,
   withConnectLimits,
   WRITE_HIGH_WATER_MARK,
 } from "./_shared.ts";
+import type { ByteChannel } from "../../wire/types.ts";
 import type {
   Connection,
   ConnectOptions,
@@ -103,9 +106,10 @@ interface PendingWrite {
 
 /** Everything one socket needs between Bun's callbacks, kept in `socket.data`. */
 interface SocketState {
-  readonly source: PushReadable;
+  readonly inbox: Inbox;
   readonly connection: Connection;
-  pending: PendingWrite | undefined;
+  /** Writes the socket has not taken yet, in order. */
+  readonly writes: PendingWrite[];
   failure: ConnectionClosedError | undefined;
   closed: boolean;
   closedLocally: boolean;
@@ -117,6 +121,26 @@ function tcpAddress(host: string | undefined, port: number | undefined): SocketA
   return host && port !== undefined ? { transport: "tcp", hostname: host, port } : undefined;
 }
 
+/** Writes now what the socket takes; queues the rest (and anything after it) for `drain`. */
+function writeOrQueue(
+  state: SocketState,
+  socket: BunSocket,
+  chunk: Uint8Array,
+  closeError: () => Error,
+): Promise<void> | undefined {
+  if (state.closed || state.writeDone) return Promise.reject(closeError());
+  let offset = 0;
+  if (state.writes.length === 0) {
+    const n = socket.write(chunk);
+    if (n === chunk.byteLength) return undefined;
+    if (n < 0) return Promise.reject(closeError());
+    offset = n;
+  }
+  return new Promise<void>((resolve, reject) => {
+    state.writes.push({ chunk, offset, resolve, reject });
+  });
+}
+
 function createState(socket: BunSocket, unixPath: string | undefined, isClient: boolean) {
   const settle = () => {
     if (state.readDone && state.writeDone && !state.closed) socket.end();
@@ -126,37 +150,65 @@ function createState(socket: BunSocket, unixPath: string | undefined, isClient: 
       new ConnectionClosedError(
         state.closedLocally ? "Connection was closed locally" : "Connection is closed",
       );
-  const source = pushReadable({
-    pause: () => socket.pause(),
-    resume: () => socket.resume(),
-    cancel: () => {
-      // Keep draining (and dropping) what the peer sends, so it never blocks on us.
-      state.readDone = true;
-      socket.resume();
-      settle();
-    },
-  });
-  const writable = new WritableStream<Uint8Array>({
-    write(chunk) {
-      if (state.closed || state.writeDone) return Promise.reject(closeError());
-      const n = socket.write(chunk);
-      if (n === chunk.byteLength) return;
-      if (n < 0) return Promise.reject(closeError());
-      return new Promise<void>((resolve, reject) => {
-        state.pending = { chunk, offset: n, resolve, reject };
-      });
-    },
-    close() {
-      state.writeDone = true;
-      if (state.closed) return Promise.reject(closeError());
-      socket.shutdown();
-      settle();
-    },
-    abort() {
-      state.writeDone = true;
-      close();
-    },
-  }, new ByteLengthQueuingStrategy({ highWaterMark: WRITE_HIGH_WATER_MARK }));
+  const stopReading = () => {
+    // Keep draining (and dropping) what the peer sends, so it never blocks on us.
+    state.readDone = true;
+    socket.resume();
+    settle();
+  };
+  let readable: ReadableStream<Uint8Array> | undefined;
+  const makeReadable = () => {
+    if (state.inbox.attached) throw new TypeError("The connection's channel is in use");
+    const source: PushReadable = pushReadable({
+      pause: () => socket.pause(),
+      resume: () => socket.resume(),
+      cancel: stopReading,
+    });
+    state.inbox.attach(source);
+    return source.readable;
+  };
+  let writable: WritableStream<Uint8Array> | undefined;
+  const makeWritable = () =>
+    new WritableStream<Uint8Array>({
+      write: (chunk) => writeOrQueue(state, socket, chunk, closeError),
+      close() {
+        state.writeDone = true;
+        if (state.closed) return Promise.reject(closeError());
+        socket.shutdown();
+        settle();
+      },
+      abort() {
+        state.writeDone = true;
+        close();
+      },
+    }, new ByteLengthQueuingStrategy({ highWaterMark: WRITE_HIGH_WATER_MARK }));
+  let lastWrite: Promise<void> | undefined;
+  const channel = (): ByteChannel => {
+    if (state.inbox.attached) throw new TypeError("The connection's readable is in use");
+    const { channel, sink } = pushChannel({
+      pause: () => socket.pause(),
+      resume: () => socket.resume(),
+      stopReading,
+      write(bytes) {
+        const p = writeOrQueue(state, socket, bytes, closeError);
+        if (p !== undefined) lastWrite = p;
+        return p;
+      },
+      async end() {
+        if (state.writes.length > 0) await lastWrite;
+        state.writeDone = true;
+        if (state.closed) throw closeError();
+        socket.shutdown();
+        settle();
+      },
+      destroy() {
+        state.writeDone = true;
+        close();
+      },
+    });
+    state.inbox.attach(sink);
+    return channel;
+  };
   const close = () => {
     if (state.closed) return;
     state.closedLocally = true;
@@ -166,8 +218,13 @@ function createState(socket: BunSocket, unixPath: string | undefined, isClient: 
     ? { transport: "unix", path: unixPath }
     : undefined;
   const connection: Connection = {
-    readable: source.readable,
-    writable,
+    get readable() {
+      return readable ??= makeReadable();
+    },
+    get writable() {
+      return writable ??= makeWritable();
+    },
+    channel,
     remote: unixPath
       ? (isClient ? unix : undefined)
       : tcpAddress(socket.remoteAddress, socket.remotePort),
@@ -177,9 +234,9 @@ function createState(socket: BunSocket, unixPath: string | undefined, isClient: 
     close,
   };
   const state: SocketState = {
-    source,
+    inbox: new Inbox({ pause: () => socket.pause(), resume: () => socket.resume() }),
     connection,
-    pending: undefined,
+    writes: [],
     failure: undefined,
     closed: false,
     closedLocally: false,
@@ -202,21 +259,24 @@ function handlers(
     },
     data(socket, data) {
       received(data.byteLength);
-      socket.data?.source.push(plainBytes(data));
+      socket.data?.inbox.push(plainBytes(data));
     },
     drain(socket) {
       const state = socket.data;
-      const p = state?.pending;
-      if (!state || !p) return;
-      const n = socket.write(p.chunk.subarray(p.offset));
-      if (n < 0) {
-        state.pending = undefined;
-        p.reject(state.failure ?? new ConnectionClosedError("Cannot write: connection is closed"));
-        return;
-      }
-      p.offset += n;
-      if (p.offset === p.chunk.byteLength) {
-        state.pending = undefined;
+      if (!state) return;
+      const writes = state.writes;
+      while (writes.length > 0) {
+        const p = writes[0]!;
+        const n = socket.write(p.chunk.subarray(p.offset));
+        if (n < 0) {
+          const e = state.failure ??
+            new ConnectionClosedError("Cannot write: connection is closed");
+          for (const w of writes.splice(0)) w.reject(e);
+          return;
+        }
+        p.offset += n;
+        if (p.offset < p.chunk.byteLength) return;
+        writes.shift();
         p.resolve();
       }
     },
@@ -224,7 +284,7 @@ function handlers(
       const state = socket.data;
       if (!state) return;
       state.readDone = true;
-      state.source.end();
+      state.inbox.end();
       if (state.writeDone && !state.closed) socket.end();
     },
     error(socket, error) {
@@ -242,13 +302,11 @@ function handlers(
           ? new ConnectionClosedError("Connection was closed locally")
           : undefined);
       // Bun reports a FIN that arrives after our own shutdown as close without end.
-      if (failure) state.source.fail(failure);
-      else state.source.end();
-      const p = state.pending;
-      state.pending = undefined;
-      p?.reject(
-        failure ?? new ConnectionClosedError("Cannot write: the peer closed the connection"),
-      );
+      if (failure) state.inbox.fail(failure);
+      else state.inbox.end();
+      const e = failure ??
+        new ConnectionClosedError("Cannot write: the peer closed the connection");
+      for (const w of state.writes.splice(0)) w.reject(e);
     },
   };
 }

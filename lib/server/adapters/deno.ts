@@ -7,6 +7,7 @@
 
 import type { SocketAddress } from "../socket_spec.ts";
 import { ConnectionClosedError } from "../../wire/errors.ts";
+import type { ByteChannel } from "../../wire/types.ts";
 import {
   closedError,
   errorCode,
@@ -107,73 +108,172 @@ function wrap(conn: DenoConn): Connection {
   // copy a small one out so a mostly empty buffer is not kept alive by the decoder's views.
   let size = FIRST_READ;
   let buffer = new Uint8Array(size);
-  const readable = new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      let n: number | null;
-      try {
-        n = await conn.read(buffer);
-      } catch (e) {
-        readDone = true;
-        controller.error(
-          closed ? new ConnectionClosedError("Connection was closed locally") : closedError(
-            "reading",
-            e,
-          ),
-        );
-        return;
+  const take = (n: number): Uint8Array => {
+    if (n * 2 < buffer.length) return buffer.slice(0, n);
+    const chunk = buffer.subarray(0, n);
+    if (n === buffer.length && size < MAX_READ) size *= 2;
+    buffer = new Uint8Array(size);
+    return chunk;
+  };
+  const readError = (e: unknown) =>
+    closed ? new ConnectionClosedError("Connection was closed locally") : closedError("reading", e);
+  const writeError = (e: unknown) =>
+    closed
+      ? new ConnectionClosedError("Cannot write: the connection was closed locally")
+      : closedError("writing", e);
+  const writeAll = async (chunk: Uint8Array) => {
+    try {
+      let offset = 0;
+      while (offset < chunk.byteLength) {
+        offset += await conn.write(offset === 0 ? chunk : chunk.subarray(offset));
       }
-      if (n === null) {
-        readDone = true;
-        controller.close();
-        settle();
-        return;
-      }
-      if (n * 2 >= buffer.length) {
-        controller.enqueue(buffer.subarray(0, n));
-        if (n === buffer.length && size < MAX_READ) size *= 2;
-        buffer = new Uint8Array(size);
-      } else {
-        controller.enqueue(buffer.slice(0, n));
-      }
-    },
-    cancel() {
-      readDone = true;
-      settle();
-    },
-  }, new ByteLengthQueuingStrategy({ highWaterMark: READ_HIGH_WATER_MARK }));
-
-  const writable = new WritableStream<Uint8Array>({
-    async write(chunk) {
-      try {
-        let offset = 0;
-        while (offset < chunk.byteLength) {
-          offset += await conn.write(offset === 0 ? chunk : chunk.subarray(offset));
-        }
-      } catch (e) {
-        throw closed
-          ? new ConnectionClosedError("Cannot write: the connection was closed locally")
-          : closedError("writing", e);
-      }
-    },
-    async close() {
-      try {
-        if (!closed) await conn.closeWrite();
-      } catch (e) {
-        if (errorCode(e) !== "ENOTCONN") throw closedError("closing the write side", e);
-      } finally {
-        writeDone = true;
-        settle();
-      }
-    },
-    abort() {
+    } catch (e) {
+      throw writeError(e);
+    }
+  };
+  const closeWrite = async () => {
+    try {
+      if (!closed) await conn.closeWrite();
+    } catch (e) {
+      if (errorCode(e) !== "ENOTCONN") throw closedError("closing the write side", e);
+    } finally {
       writeDone = true;
-      close();
-    },
-  }, new ByteLengthQueuingStrategy({ highWaterMark: WRITE_HIGH_WATER_MARK }));
+      settle();
+    }
+  };
+  let taken: "streams" | "channel" | undefined;
+  const claim = (by: "streams" | "channel") => {
+    if (taken !== undefined && taken !== by) {
+      throw new TypeError(
+        `The connection's ${taken === "channel" ? "channel" : "streams"} are in use`,
+      );
+    }
+    taken = by;
+  };
+
+  let readable: ReadableStream<Uint8Array> | undefined;
+  const makeReadable = () =>
+    new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        let n: number | null;
+        try {
+          n = await conn.read(buffer);
+        } catch (e) {
+          readDone = true;
+          controller.error(readError(e));
+          return;
+        }
+        if (n === null) {
+          readDone = true;
+          controller.close();
+          settle();
+          return;
+        }
+        controller.enqueue(take(n));
+      },
+      cancel() {
+        readDone = true;
+        settle();
+      },
+    }, new ByteLengthQueuingStrategy({ highWaterMark: READ_HIGH_WATER_MARK }));
+
+  let writable: WritableStream<Uint8Array> | undefined;
+  const makeWritable = () =>
+    new WritableStream<Uint8Array>({
+      write: writeAll,
+      close: closeWrite,
+      abort() {
+        writeDone = true;
+        close();
+      },
+    }, new ByteLengthQueuingStrategy({ highWaterMark: WRITE_HIGH_WATER_MARK }));
+
+  /**
+   * The connection without streams: a read is one `conn.read`, a write one `conn.write` (after
+   * the writes still in flight, so they stay in order).
+   */
+  const channel = (): ByteChannel => {
+    claim("channel");
+    let cancelled = false;
+    let failure: Error | undefined;
+    let wake: ((chunk: Uint8Array | null) => void) | undefined;
+    let inFlight = 0;
+    let tail: Promise<void> = Promise.resolve();
+    return {
+      read() {
+        if (failure) return Promise.reject(failure);
+        if (cancelled || readDone) return null;
+        // A pending `conn.read` cannot be withdrawn: `cancel` settles the promise instead.
+        return new Promise<Uint8Array | null>((resolve, reject) => {
+          wake = resolve;
+          conn.read(buffer).then((n) => {
+            if (wake !== resolve) return;
+            wake = undefined;
+            if (n === null) {
+              readDone = true;
+              settle();
+              resolve(null);
+            } else resolve(take(n));
+          }, (e) => {
+            if (wake !== resolve) return;
+            wake = undefined;
+            readDone = true;
+            reject(readError(e));
+          });
+        });
+      },
+      cancel() {
+        if (cancelled) return;
+        cancelled = true;
+        readDone = true;
+        const w = wake;
+        wake = undefined;
+        w?.(null);
+        settle();
+      },
+      write(bytes) {
+        if (failure) return Promise.reject(failure);
+        if (writeDone || closed) return Promise.reject(writeError(new Error("closed")));
+        inFlight += bytes.byteLength;
+        const p = tail =
+          (inFlight === bytes.byteLength ? writeAll(bytes) : tail.then(() => writeAll(bytes)))
+            .then(() => {
+              inFlight -= bytes.byteLength;
+            }, (e) => {
+              failure ??= e;
+              throw e;
+            });
+        p.catch(() => {});
+        return inFlight > WRITE_HIGH_WATER_MARK ? p : undefined;
+      },
+      async end() {
+        await tail;
+        if (failure) throw failure;
+        await closeWrite();
+      },
+      destroy() {
+        writeDone = true;
+        close();
+      },
+    };
+  };
 
   return {
-    readable,
-    writable,
+    get readable() {
+      if (readable === undefined) {
+        claim("streams");
+        readable = makeReadable();
+      }
+      return readable;
+    },
+    get writable() {
+      if (writable === undefined) {
+        claim("streams");
+        writable = makeWritable();
+      }
+      return writable;
+    },
+    channel,
     remote: toAddress(conn.remoteAddr),
     local: toAddress(conn.localAddr),
     close,

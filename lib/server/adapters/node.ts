@@ -7,14 +7,17 @@
 import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
 import type { SocketAddress } from "../socket_spec.ts";
 import { ConnectionClosedError } from "../../wire/errors.ts";
+import type { ByteChannel } from "../../wire/types.ts";
 import {
   AcceptQueue,
   closedError,
   finishUnixListen,
   hostOf,
+  Inbox,
   listenError,
   plainBytes,
   prepareUnixPath,
+  pushChannel,
   pushReadable,
   withConnectLimits,
   WRITE_HIGH_WATER_MARK,
@@ -38,21 +41,19 @@ function wrap(socket: Socket, unixPath: string | undefined, isClient: boolean): 
   const settle = () => {
     if (readDone && writeDone) socket.destroy();
   };
-  const source = pushReadable({
-    pause: () => socket.pause(),
-    resume: () => socket.resume(),
-    cancel: () => {
-      // Keep draining (and dropping) what the peer sends, so it never blocks on us.
-      readDone = true;
-      socket.resume();
-      settle();
-    },
-  });
+  const stopReading = () => {
+    // Keep draining (and dropping) what the peer sends, so it never blocks on us.
+    readDone = true;
+    socket.resume();
+    settle();
+  };
+  const flow = { pause: () => socket.pause(), resume: () => socket.resume() };
+  const inbox = new Inbox(flow);
   if (!unixPath) socket.setNoDelay(true);
-  socket.on("data", (chunk: Uint8Array) => source.push(plainBytes(chunk)));
+  socket.on("data", (chunk: Uint8Array) => inbox.push(plainBytes(chunk)));
   socket.on("end", () => {
     readDone = true;
-    source.end();
+    inbox.end();
     settle();
   });
   socket.on("error", (e) => {
@@ -61,49 +62,91 @@ function wrap(socket: Socket, unixPath: string | undefined, isClient: boolean): 
   socket.on("close", () => {
     readDone = true;
     const error = failure ?? new ConnectionClosedError("Connection closed before the peer's EOF");
-    source.fail(error);
+    inbox.fail(error);
   });
 
-  const writable = new WritableStream<Uint8Array>({
-    write(chunk) {
-      if (socket.destroyed || socket.writableEnded) {
-        return Promise.reject(
-          failure ?? new ConnectionClosedError("Cannot write: socket is closed"),
-        );
+  const closedForWrite = () =>
+    Promise.reject(failure ?? new ConnectionClosedError("Cannot write: socket is closed"));
+  const endWrite = () =>
+    new Promise<void>((resolve, reject) => {
+      if (socket.destroyed) {
+        writeDone = true;
+        return reject(failure ?? new ConnectionClosedError("Cannot close: socket is closed"));
       }
-      // Resolve once the bytes are with the kernel, so close() cannot drop acknowledged data.
-      return new Promise<void>((resolve, reject) => {
-        socket.write(chunk, (e) => e ? reject(failure ?? closedError("writing", e)) : resolve());
+      const onClose = () => reject(failure ?? new ConnectionClosedError("Socket closed"));
+      socket.once("close", onClose);
+      socket.end(() => {
+        socket.off("close", onClose);
+        writeDone = true;
+        settle();
+        resolve();
       });
-    },
-    close() {
-      return new Promise<void>((resolve, reject) => {
-        if (socket.destroyed) {
-          writeDone = true;
-          return reject(failure ?? new ConnectionClosedError("Cannot close: socket is closed"));
-        }
-        const onClose = () => reject(failure ?? new ConnectionClosedError("Socket closed"));
-        socket.once("close", onClose);
-        socket.end(() => {
-          socket.off("close", onClose);
-          writeDone = true;
-          settle();
-          resolve();
+    });
+  const destroy = () => {
+    writeDone = true;
+    socket.destroy();
+  };
+  let readable: ReadableStream<Uint8Array> | undefined;
+  const makeReadable = () => {
+    if (inbox.attached) throw new TypeError("The connection's channel is in use");
+    const source = pushReadable({ ...flow, cancel: stopReading });
+    inbox.attach(source);
+    return source.readable;
+  };
+  let writable: WritableStream<Uint8Array> | undefined;
+  const makeWritable = () =>
+    new WritableStream<Uint8Array>({
+      write(chunk) {
+        if (socket.destroyed || socket.writableEnded) return closedForWrite();
+        // Resolve once the bytes are with the kernel, so close() cannot drop acknowledged data.
+        return new Promise<void>((resolve, reject) => {
+          socket.write(chunk, (e) => e ? reject(failure ?? closedError("writing", e)) : resolve());
         });
-      });
-    },
-    abort() {
-      writeDone = true;
-      socket.destroy();
-    },
-  }, new ByteLengthQueuingStrategy({ highWaterMark: WRITE_HIGH_WATER_MARK }));
+      },
+      close: endWrite,
+      abort: destroy,
+    }, new ByteLengthQueuingStrategy({ highWaterMark: WRITE_HIGH_WATER_MARK }));
+  const channel = (): ByteChannel => {
+    if (inbox.attached) throw new TypeError("The connection's readable is in use");
+    const { channel, sink } = pushChannel({
+      ...flow,
+      stopReading,
+      write(bytes) {
+        if (socket.destroyed || socket.writableEnded) return closedForWrite();
+        // Taken while under the socket's high-water mark (a failure shows in the next read).
+        if (socket.write(bytes)) return undefined;
+        return new Promise<void>((resolve, reject) => {
+          const onDrain = () => {
+            socket.off("close", onClose);
+            resolve();
+          };
+          const onClose = () => {
+            socket.off("drain", onDrain);
+            reject(failure ?? new ConnectionClosedError("Socket closed"));
+          };
+          socket.once("drain", onDrain);
+          socket.once("close", onClose);
+        });
+      },
+      // `socket.end` writes what is buffered first.
+      end: endWrite,
+      destroy,
+    });
+    inbox.attach(sink);
+    return channel;
+  };
 
   const unix: SocketAddress | undefined = unixPath
     ? { transport: "unix", path: unixPath }
     : undefined;
   return {
-    readable: source.readable,
-    writable,
+    get readable() {
+      return readable ??= makeReadable();
+    },
+    get writable() {
+      return writable ??= makeWritable();
+    },
+    channel,
     remote: unixPath ? (isClient ? unix : undefined) : tcpAddress(
       socket.remoteAddress,
       socket.remotePort,
