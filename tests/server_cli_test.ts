@@ -151,8 +151,14 @@ describe("milterkit serve in a child process", () => {
     async () => {
       const script = join(dir, "stuck.ts");
       writeFileSync(script, versionScript(1));
-      const port = await freePort();
-      const child = await serve([script, "--listen", `inet:${port}@127.0.0.1`]);
+      const [port, metricsPort] = [await freePort(), await freePort()];
+      const child = await serve([
+        script,
+        "--listen",
+        `inet:${port}@127.0.0.1`,
+        "--metrics-port",
+        String(metricsPort),
+      ]);
       const client = await openClient(`inet:${port}@127.0.0.1`);
       const stuck = runTransaction(client, tx("stuck"));
       stuck.catch(() => {});
@@ -162,6 +168,9 @@ describe("milterkit serve in a child process", () => {
         await waitLog(child, "stopping");
         await sleep(300);
         assert.equal(child.proc.exitCode, null, "the first SIGTERM waits for the session");
+        // Load balancers are told to send no more: /health answers 503 while draining.
+        const health = await fetch(`http://127.0.0.1:${metricsPort}/health`);
+        assert.deepEqual([health.status, await health.text()], [503, "stopping\n"]);
 
         signal(child, "SIGINT");
         const exit = await within(child.exited, 10_000, "serve to exit after the second signal");

@@ -1,9 +1,12 @@
 /**
  * The "Scale out" recipe, tested with the shipped examples/haproxy/haproxy.cfg (ports replaced):
  * a real Postfix → HAProxy → two `milterkit serve` instances checked on `/health`. Four SMTP
- * clients send 40 distinct messages, retrying on 4xx as MTAs do; instance a is killed (SIGKILL)
- * while sessions are in flight on it. Every message lands in the Maildir exactly once (none lost,
- * none accepted twice), b serves everything after the kill, and HAProxy marks a down.
+ * clients send 40 distinct messages, retrying on 4xx as MTAs do.
+ * - Instance a is killed (SIGKILL) while sessions are in flight on it: every message lands in
+ *   the Maildir exactly once (none lost, none accepted twice), b serves everything after the
+ *   kill, and HAProxy marks a down.
+ * - a is started again; b is stopped gracefully (SIGTERM) mid-run: the sessions it had finish
+ *   (none cut), a takes the new ones, HAProxy marks b down, and again every message lands once.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -23,6 +26,7 @@ import { cliArgs, ROOT } from "../helpers/server_kit.ts";
 
 const MESSAGES = 40;
 const SENDERS = 4;
+const LONG = { timeout: 180_000 };
 
 /** A filter naming its instance in `X-Served-By`, slow enough at eom to be caught mid-session. */
 const filterScript = (name: string) =>
@@ -37,55 +41,53 @@ export default defineFilter({
 });
 `;
 
-describe("Postfix → HAProxy → two milterkit serve instances, one killed mid-run", () => {
+describe("Postfix → HAProxy → two milterkit serve instances", () => {
   let dir: string;
   const peers: PeerProcess[] = [];
   let mta: PostfixInstance | undefined;
-  let front = 0;
+  let haproxy: PeerProcess;
   const instances: Record<string, PeerProcess> = {};
+  const ports = { 8890: 0, 8891: 0, 8892: 0, 9471: 0, 9472: 0 };
+
+  /** Starts (or starts again) `milterkit serve` instance a or b on its ports. */
+  async function startInstance(name: "a" | "b"): Promise<PeerProcess> {
+    const [milter, metrics] = name === "a" ? [8891, 9471] as const : [8892, 9472] as const;
+    const script = join(dir, `${name}.ts`);
+    writeFileSync(script, filterScript(name));
+    const [cmd, args] = cliArgs([
+      "serve",
+      script,
+      "--listen",
+      `inet:${ports[milter]}@127.0.0.1`,
+      "--metrics-port",
+      String(ports[metrics]),
+      "--log-format",
+      "json",
+    ]);
+    const p = await startPeer(`serve ${name}`, cmd, args, ports[milter], () => {}, 30_000);
+    peers.push(p);
+    instances[name] = p;
+    return p;
+  }
 
   before(async () => {
     ensurePeers();
     dir = mkdtempSync(join(tmpdir(), "milterkit-haproxy-"));
-    const ports = {
-      8890: await freePort(),
-      8891: await freePort(),
-      8892: await freePort(),
-      9471: await freePort(),
-      9472: await freePort(),
-    };
-    for (const [name, milter, metrics] of [["a", 8891, 9471], ["b", 8892, 9472]] as const) {
-      const script = join(dir, `${name}.ts`);
-      writeFileSync(script, filterScript(name));
-      const [cmd, args] = cliArgs([
-        "serve",
-        script,
-        "--listen",
-        `inet:${ports[milter]}@127.0.0.1`,
-        "--metrics-port",
-        String(ports[metrics]),
-        "--log-format",
-        "json",
-      ]);
-      instances[name] = await startPeer(
-        `serve ${name}`,
-        cmd,
-        args,
-        ports[milter],
-        () => {},
-        30_000,
-      );
-      peers.push(instances[name]);
-    }
+    for (const k of Object.keys(ports)) ports[Number(k) as keyof typeof ports] = await freePort();
+    await startInstance("a");
+    await startInstance("b");
     let cfg = readFileSync(join(ROOT, "examples/haproxy/haproxy.cfg"), "utf8");
     for (const [from, to] of Object.entries(ports)) {
       cfg = cfg.replaceAll(`:${from}`, `:${to}`).replaceAll(`port ${from}`, `port ${to}`);
     }
     const cfgFile = join(dir, "haproxy.cfg");
     writeFileSync(cfgFile, cfg);
-    front = ports[8890];
-    peers.push(await startPeer("haproxy", "haproxy", ["-db", "-f", cfgFile], front));
-    mta = await startPostfix({ milters: `inet:127.0.0.1:${front}`, defaultAction: "tempfail" });
+    haproxy = await startPeer("haproxy", "haproxy", ["-db", "-f", cfgFile], ports[8890]);
+    peers.push(haproxy);
+    mta = await startPostfix({
+      milters: `inet:127.0.0.1:${ports[8890]}`,
+      defaultAction: "tempfail",
+    });
   }, { timeout: 120_000 }); // peers take a while to start on a busy machine
 
   after(async () => {
@@ -94,78 +96,87 @@ describe("Postfix → HAProxy → two milterkit serve instances, one killed mid-
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it(
-    "delivers every message exactly once while an instance dies",
-    { timeout: 180_000 },
-    async () => {
-      const haproxy = peers.at(-1)!;
-      // Both instances up in HAProxy's view before the run (two good checks each).
-      await sleep(2500);
-      const run = `r${Date.now()}`;
-      let next = 0;
-      let accepted = 0;
-      let retries = 0;
-      let killedAt = -1;
-      const sender = async () => {
-        for (let n = next++; n < MESSAGES; n = next++) {
-          for (let attempt = 1;; attempt++) {
-            assert.ok(attempt <= 40, `message ${n} never accepted`);
-            const r = await sendMail({
-              port: mta!.port,
-              from: "sender@example.test",
-              to: ["user@example.test"],
-              data: `From: sender@example.test\nTo: user@example.test\nSubject: msg ${n}\n` +
-                `X-Test-Marker: ${run}-${n}\n\nBody ${n}.\n`,
-            }).catch((e) => ({ accepted: false, code: 0, text: String(e) }));
-            if (r.accepted) break;
-            // A 4xx (the milter connection was cut: milter_default_action = tempfail) is retried,
-            // as a real MTA would; nothing else is expected.
-            assert.ok(r.code === 0 || (r.code >= 400 && r.code < 500), `${r.code} ${r.text}`);
-            retries++;
-            await sleep(200);
-          }
-          accepted++;
-          if (accepted === 12) {
-            killedAt = accepted;
-            process.kill(instances.a!.pid, "SIGKILL");
-          }
+  /**
+   * Sends MESSAGES distinct messages from SENDERS clients, each retried on 4xx (or a dropped
+   * connection) as an MTA would; calls `midway` once 12 are accepted. Returns the retries.
+   */
+  async function sendAll(run: string, midway: () => void): Promise<number> {
+    let next = 0;
+    let accepted = 0;
+    let retries = 0;
+    const sender = async () => {
+      for (let n = next++; n < MESSAGES; n = next++) {
+        for (let attempt = 1;; attempt++) {
+          assert.ok(attempt <= 40, `message ${n} never accepted`);
+          const r = await sendMail({
+            port: mta!.port,
+            from: "sender@example.test",
+            to: ["user@example.test"],
+            data: `From: sender@example.test\nTo: user@example.test\nSubject: msg ${n}\n` +
+              `X-Test-Marker: ${run}-${n}\n\nBody ${n}.\n`,
+          }).catch((e) => ({ accepted: false, code: 0, text: String(e) }));
+          if (r.accepted) break;
+          // milter_default_action = tempfail: a cut milter connection is a 4xx, retried.
+          assert.ok(r.code === 0 || (r.code >= 400 && r.code < 500), `${r.code} ${r.text}`);
+          retries++;
+          await sleep(200);
         }
-      };
-      await Promise.all(Array.from({ length: SENDERS }, sender));
-      assert.equal(accepted, MESSAGES);
-      assert.ok(killedAt > 0);
-
-      const deadline = Date.now() + 30_000;
-      let mine: { marker: string; served: string }[] = [];
-      while (Date.now() < deadline) {
-        mine = (await readMaildir(mta!.maildir, { count: 0 })).flatMap((m) => {
-          const marker = headerValues(m.text, "X-Test-Marker")[0] ?? "";
-          if (!marker.startsWith(`${run}-`)) return [];
-          return [{ marker, served: headerValues(m.text, "X-Served-By").join(",") }];
-        });
-        if (mine.length >= MESSAGES) break;
-        await sleep(100);
+        if (++accepted === 12) midway();
       }
-      await sleep(500); // a duplicate would arrive now
-      mine = (await readMaildir(mta!.maildir, { count: 0 })).flatMap((m) => {
+    };
+    await Promise.all(Array.from({ length: SENDERS }, sender));
+    assert.equal(accepted, MESSAGES);
+    return retries;
+  }
+
+  /** The delivered copies of this run's messages: marker and the instance that filtered it. */
+  async function delivered(run: string): Promise<{ marker: string; served: string }[]> {
+    const read = async () =>
+      (await readMaildir(mta!.maildir, { count: 0 })).flatMap((m) => {
         const marker = headerValues(m.text, "X-Test-Marker")[0] ?? "";
         if (!marker.startsWith(`${run}-`)) return [];
         return [{ marker, served: headerValues(m.text, "X-Served-By").join(",") }];
       });
-      const markers = mine.map((m) => m.marker).sort();
-      const expected = Array.from({ length: MESSAGES }, (_, n) => `${run}-${n}`).sort();
-      assert.deepEqual(markers, expected, "each message delivered exactly once");
-      const served = new Set(mine.map((m) => m.served));
-      assert.ok(served.has("a") && served.has("b"), [...served].join(" "));
-      assert.ok(mine.every((m) => m.served === "a" || m.served === "b"), "one filter pass each");
-      assert.ok(retries > 0, "sessions in flight on the killed instance were tempfailed");
-      // HAProxy saw it: the health check marked a down.
-      const deadlineDown = Date.now() + 10_000;
-      while (!/milterkit\/a is DOWN/.test(haproxy.log()) && Date.now() < deadlineDown) {
-        await sleep(100);
-      }
-      assert.match(haproxy.log(), /milterkit\/a is DOWN/);
-      assert.match(mta!.log(), /milter/);
-    },
-  );
+    const deadline = Date.now() + 30_000;
+    while ((await read()).length < MESSAGES && Date.now() < deadline) await sleep(100);
+    await sleep(500); // a duplicate would arrive now
+    const mine = await read();
+    const expected = Array.from({ length: MESSAGES }, (_, n) => `${run}-${n}`).sort();
+    assert.deepEqual(mine.map((m) => m.marker).sort(), expected, "each message delivered once");
+    assert.ok(mine.every((m) => m.served === "a" || m.served === "b"), "one filter pass each");
+    return mine;
+  }
+
+  const waitLog = async (p: PeerProcess, re: RegExp) => {
+    const deadline = Date.now() + 15_000;
+    while (!re.test(p.log()) && Date.now() < deadline) await sleep(100);
+    assert.match(p.log(), re);
+  };
+
+  it("delivers every message exactly once while an instance is killed", LONG, async () => {
+    await sleep(2500); // both instances up in HAProxy's view (two good checks each)
+    const run = `k${Date.now()}`;
+    const retries = await sendAll(run, () => process.kill(instances.a!.pid, "SIGKILL"));
+    const mine = await delivered(run);
+    const served = new Set(mine.map((m) => m.served));
+    assert.ok(served.has("a") && served.has("b"), [...served].join(" "));
+    assert.ok(retries > 0, "sessions in flight on the killed instance were tempfailed");
+    await waitLog(haproxy, /milterkit\/a is DOWN/);
+  });
+
+  it("drains an instance stopped with SIGTERM: no session cut", LONG, async () => {
+    await startInstance("a");
+    await waitLog(haproxy, /milterkit\/a is UP/);
+    const b = instances.b!;
+    const run = `d${Date.now()}`;
+    await sendAll(run, () => process.kill(b.pid, "SIGTERM"));
+    const mine = await delivered(run);
+    assert.ok(mine.some((m) => m.served === "a"), "a took over");
+    await waitLog(b, /"event":"stopped"/);
+    const ends = b.log().split("\n").filter((l) => l.includes('"event":"session end"'))
+      .map((l) => JSON.parse(l).end);
+    assert.ok(ends.length > 0);
+    assert.deepEqual(ends.filter((e) => e !== "quit"), [], "every session on b finished");
+    await waitLog(haproxy, /milterkit\/b is DOWN/);
+  });
 });
