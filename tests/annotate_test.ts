@@ -131,7 +131,12 @@ describe("SessionAnnotator pairing and messages", () => {
     assert.equal(m1!.recipients[0]!.outcome?.text, "550 5.1.1 No such user");
     assert.equal(m1!.recipients[1]!.outcome?.kind, "accept");
     assert.equal(m1!.outcome.kind, "aborted");
-    assert.deepEqual(m2!.outcome, { kind: "tempfail", stage: "mail", reply: "tempfail", seq: 10 });
+    assert.deepEqual(m2!.outcome, {
+      kind: "tempfail",
+      stage: "envfrom",
+      reply: "tempfail",
+      seq: 10,
+    });
     assert.equal(a.summary().ended, "quit");
     assert.deepEqual(rules(a), []);
   });

@@ -121,7 +121,7 @@ describe("milterkit command line", () => {
     assert.equal(r.messages, 30);
     assert.equal(r.verdicts.accept + r.verdicts.reject, 30);
     assert.equal(r.verdicts.reject, 15);
-    assert.equal(r.stages.rcpt.count, 30);
+    assert.equal(r.stages.envrcpt.count, 30);
     assert.equal(r.stages.eom.count, 30);
     assert.ok(r.messagesPerSecond > 0);
     assert.ok(r.message.p50 <= r.message.p99);

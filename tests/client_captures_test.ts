@@ -343,7 +343,7 @@ describe("MilterClient replays real Postfix sessions", () => {
       [["continue", "eom", ""]],
       [["tempfail", "eom", "451 4.7.1 Try again later (TEMPFAILME)"]],
       [["discard", "eom", ""]],
-      [["reject", "mail", "550 5.7.1 sender refused by libmilter testfilter"]],
+      [["reject", "envfrom", "550 5.7.1 sender refused by libmilter testfilter"]],
     ]);
   });
 });

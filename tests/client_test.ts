@@ -742,7 +742,7 @@ describe("runTransaction()", () => {
     await filter.done;
     assert.deepEqual(r.verdict, {
       type: "tempfail",
-      stage: "rcpt",
+      stage: "envrcpt",
       scope: "message",
       reply: "451 4.7.1 Service unavailable - try again later",
     });
@@ -779,7 +779,7 @@ describe("runTransaction()", () => {
     await filter.done;
     assert.deepEqual(r.verdict, {
       type: "reject",
-      stage: "mail",
+      stage: "envfrom",
       scope: "message",
       reply: "550 5.7.1 No 100% way",
     });
@@ -804,7 +804,7 @@ describe("runTransaction()", () => {
     const r2 = await runTransaction(d.client, TX);
     await endSession(d.client);
     await d.filter.done;
-    assert.deepEqual(r2.verdict, { type: "discard", stage: "rcpt", scope: "message" });
+    assert.deepEqual(r2.verdict, { type: "discard", stage: "envrcpt", scope: "message" });
     assert.equal(r2.delivered, false);
     assert.equal(d.filter.trace.filter((t) => t === "rcpt").length, 1);
   });

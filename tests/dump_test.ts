@@ -87,7 +87,7 @@ describe("milterkit dump on pcap captures", () => {
     assert.equal(s2.messages[0].outcome.reply, "discard");
     assert.equal(s3.messages.length, 1);
     assert.equal(s3.messages[0].sender, "<early-reject@example.test>");
-    assert.equal(s3.messages[0].outcome.stage, "mail");
+    assert.equal(s3.messages[0].outcome.stage, "envfrom");
     assert.match(s3.messages[0].outcome.text, /^550 5\.7\.1 sender refused/);
     assert.deepEqual(s3.messages[0].headers, []);
     for (const s of [s0, s1, s2, s3]) {

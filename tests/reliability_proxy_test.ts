@@ -30,6 +30,7 @@ import {
   SMFIP,
   type UpstreamFailurePolicy,
 } from "../mod.ts";
+import { stageOf } from "../lib/wire/command_bits.ts";
 import type { Listener } from "../lib/server/adapters/types.ts";
 import { added, openClient, sendOne, TIMEOUT, tx, waitFor, within } from "./helpers/server_kit.ts";
 
@@ -290,12 +291,12 @@ describe("proxy under faults (real sockets)", () => {
     },
   );
 
-  for (const stage of ["connect", "mail", "rcpt", "header", "eom"]) {
+  for (const stage of ["connect", "envfrom", "envrcpt", "header", "eom"]) {
     it(
       `upstream dies when ${stage} arrives: the MTA gets tempfail for it and the rest`,
       TIMEOUT,
       async () => {
-        const fake = await fakeFilter((c) => (c.type === stage ? "close" : undefined));
+        const fake = await fakeFilter((c) => (stageOf(c.type) === stage ? "close" : undefined));
         proxy.upstream = fake.spec;
         try {
           const client = await openClient(proxySpec(), { commandTimeoutMs: 5000 });

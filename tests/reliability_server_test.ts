@@ -371,7 +371,7 @@ describe("server under hostile peers and failing handlers (real sockets)", () =>
         // The filter sent a plain SMFIR_TEMPFAIL ('t'); Postfix answers it with its 451.
         const at = r.replies.findLast((s) => s.result.outcome === "replied");
         assert.deepEqual(at?.result.verdict, { type: "tempfail" });
-        assert.equal(at?.stage, name.startsWith("eom") ? "eom" : "mail");
+        assert.equal(at?.stage, name.startsWith("eom") ? "eom" : "envfrom");
         assert.equal(r.delivered, false);
         const fresh = errors.slice(before).map((e) => e.error);
         assert.equal(fresh.length, 1, String(fresh));

@@ -11,6 +11,7 @@ import { connect } from "../server/net.ts";
 import { parseSocketSpec } from "../server/socket_spec.ts";
 import { COLOR_OPTIONS, wantColor } from "./color.ts";
 import type { Command } from "../wire/types.ts";
+import { stageOf } from "../wire/command_bits.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -101,18 +102,12 @@ function random(seed: number): (n: number) => number {
   };
 }
 
-const STAGE_OF: Readonly<Partial<Record<Command["type"], string>>> = {
-  optneg: "optneg",
-  connect: "connect",
-  helo: "helo",
-  mail: "mail",
-  rcpt: "rcpt",
-  data: "data",
-  header: "header",
-  eoh: "eoh",
-  body: "body",
-  eom: "eom",
-};
+/** The stage a command's reply latency is reported under (optneg too; unknown is not timed). */
+function timedStage(type: Command["type"]): string | undefined {
+  if (type === "optneg") return "optneg";
+  const stage = stageOf(type);
+  return stage === "unknown" ? undefined : stage;
+}
 const FINAL = new Set([
   "continue",
   "accept",
@@ -260,7 +255,7 @@ export const benchCommand: Subcommand = {
           milter = await MilterClient.open(conn, {
             preset: values.mta as "postfix",
             onCommand: (c) => {
-              const stage = STAGE_OF[c.type];
+              const stage = timedStage(c.type);
               last = stage ? { stage, t: performance.now() } : undefined;
             },
             onReply: (r) => {

@@ -411,7 +411,7 @@ export const sendCommand: Subcommand = {
             ? "(no reply negotiated)"
             : `(not sent: ${s.result.reason})`;
           out.push(
-            `  ${s.stage.padEnd(6)} ${s.detail ? displayText(s.detail) + " " : ""}-> ${what}`,
+            `  ${s.stage.padEnd(7)} ${s.detail ? displayText(s.detail) + " " : ""}-> ${what}`,
           );
         }
         for (const m of r.modifications) out.push(`  modification: ${describeModification(m)}`);

@@ -10,7 +10,7 @@ import { concatBytes } from "../wire/concat.ts";
 import { judgeOptnegReply, MTA_OFFERS } from "./negotiate.ts";
 import type { MtaOffer } from "./negotiate.ts";
 import { FrameChannel } from "./io.ts";
-import { type ClientStage, ReplyJudge, STAGE_COMMAND } from "./replies.ts";
+import { ReplyJudge, STAGE_COMMAND } from "./replies.ts";
 import { macroCommand } from "./macros.ts";
 import type {
   BodyResult,
@@ -25,7 +25,15 @@ import { encodeCommand } from "../wire/command_codec.ts";
 import { ConnectionClosedError, MilterProtocolError } from "../wire/errors.ts";
 import { decodeReply } from "../wire/reply_codec.ts";
 import { encodeText } from "../wire/text.ts";
-import type { Command, Duplex, Modification, MtaStyle, Negotiated, Reply } from "../wire/types.ts";
+import type {
+  Command,
+  Duplex,
+  Modification,
+  MtaStyle,
+  Negotiated,
+  Reply,
+  Stage,
+} from "../wire/types.ts";
 import { DEFAULT_MAX_FRAME_DATA, MILTER_CHUNK_SIZE, SMFIP } from "../wire/constants.ts";
 import type { ConnectInfo } from "../mail/envelope.ts";
 
@@ -211,7 +219,7 @@ export class MilterClient {
   ): Promise<CommandResult> {
     this.#bodySkipped = false;
     return await this.#event(
-      "mail",
+      "envfrom",
       "M",
       macros,
       { type: "mail", sender, args },
@@ -234,7 +242,7 @@ export class MilterClient {
     macros?: MacroInput,
   ): Promise<CommandResult> {
     return await this.#event(
-      "rcpt",
+      "envrcpt",
       "R",
       macros,
       { type: "rcpt", recipient, args },
@@ -475,7 +483,7 @@ export class MilterClient {
   }
 
   async #event(
-    stage: ClientStage,
+    stage: Stage,
     letter: string,
     macros: MacroInput | undefined,
     cmd: Command,
@@ -503,7 +511,7 @@ export class MilterClient {
   }
 
   async #readFinal(
-    stage: ClientStage,
+    stage: Stage,
     timeoutMs: number,
     mods: Modification[] | undefined,
     deadline: number | undefined,

@@ -10,28 +10,15 @@ import { MODIFICATION_ACTION } from "../wire/command_bits.ts";
 import { replyName } from "./negotiate.ts";
 import type { FinalReply } from "./types.ts";
 import { MilterProtocolError } from "../wire/errors.ts";
-import type { Modification, MtaStyle, Reply } from "../wire/types.ts";
+import type { Modification, MtaStyle, Reply, Stage } from "../wire/types.ts";
 import { SMFIF, SMFIP } from "../wire/constants.ts";
 
-/** The commands that get an answer, by the client method that sends them. */
-export type ClientStage =
-  | "connect"
-  | "helo"
-  | "mail"
-  | "rcpt"
-  | "data"
-  | "header"
-  | "eoh"
-  | "body"
-  | "eom"
-  | "unknown";
-
 /** libmilter names of the commands, for messages. */
-export const STAGE_COMMAND: Readonly<Record<ClientStage, string>> = {
+export const STAGE_COMMAND: Readonly<Record<Stage, string>> = {
   connect: "SMFIC_CONNECT",
   helo: "SMFIC_HELO",
-  mail: "SMFIC_MAIL",
-  rcpt: "SMFIC_RCPT",
+  envfrom: "SMFIC_MAIL",
+  envrcpt: "SMFIC_RCPT",
   data: "SMFIC_DATA",
   header: "SMFIC_HEADER",
   eoh: "SMFIC_EOH",
@@ -92,7 +79,7 @@ export function replyCodeProblem(text: string): string | undefined {
 /** What the judge needs to know about the session. */
 export interface JudgeContext {
   /** The command being answered. */
-  readonly stage: ClientStage;
+  readonly stage: Stage;
   /** Negotiated `SMFIF_*` actions. */
   readonly actions: number;
   /** Negotiated `SMFIP_*` bits. */

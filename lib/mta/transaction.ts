@@ -221,7 +221,7 @@ export async function runTransaction(
   }
 
   t.mailSent = true;
-  const mail = step("mail", await client.mail(sender, tx.fromArgs ?? [], macros("M")), sender);
+  const mail = step("envfrom", await client.mail(sender, tx.fromArgs ?? [], macros("M")), sender);
   if (mail) {
     if (mail.type === "accept") accepted.push(...rcpts);
     return await finish(mail);
@@ -229,7 +229,7 @@ export async function runTransaction(
   let assigned = false;
   for (const [n, r] of rcpts.entries()) {
     const f: MacroFacts = { ...facts, recipient: r.recipient, ...(assigned ? { queueId } : {}) };
-    const v = step("rcpt", await client.rcpt(r.recipient, r.args, macros("R", f)), r.recipient);
+    const v = step("envrcpt", await client.rcpt(r.recipient, r.args, macros("R", f)), r.recipient);
     if (v === undefined) {
       accepted.push(r);
       assigned = true;
@@ -248,7 +248,7 @@ export async function runTransaction(
     return await finish(
       {
         type: last?.reply.startsWith("4") ? "tempfail" : "reject",
-        stage: "rcpt",
+        stage: "envrcpt",
         scope: "message",
         reply: last?.reply ?? "554 5.5.1 Error: no valid recipients",
       },

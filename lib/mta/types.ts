@@ -9,7 +9,7 @@ import type { MtaPreset } from "./negotiate.ts";
 import type { ParsedMessage } from "../mail/message.ts";
 import type { AppliedMessage, Envelope } from "../mail/modify.ts";
 import type { MacroStageLetter, MtaIdentity } from "./presets.ts";
-import type { Command, Modification, MtaStyle, Reply } from "../wire/types.ts";
+import type { Command, Modification, MtaStyle, Reply, Stage } from "../wire/types.ts";
 import type { ConnectInfo } from "../mail/envelope.ts";
 
 /**
@@ -214,17 +214,8 @@ export interface TransactionOptions {
   readonly abortAfter?: boolean;
 }
 
-/** The stages of a transaction. */
-export type TransactionStage =
-  | "connect"
-  | "helo"
-  | "mail"
-  | "rcpt"
-  | "data"
-  | "header"
-  | "eoh"
-  | "body"
-  | "eom";
+/** The stages of a transaction: every {@link Stage} but unknown. */
+export type TransactionStage = Exclude<Stage, "unknown">;
 
 /**
  * One command of the transaction and what became of it.
@@ -233,7 +224,7 @@ export type TransactionStage =
  * ```ts
  * import type { StageReply } from "@milterkit/milterkit";
  * const s: StageReply = {
- *   stage: "rcpt", detail: "<b@c>",
+ *   stage: "envrcpt", detail: "<b@c>",
  *   result: { outcome: "replied", verdict: { type: "reject" }, progress: 0 },
  * };
  * ```

@@ -45,7 +45,7 @@ export function loggingFilter(log: Logger): Filter<{ id: number }, Record<string
       log.info("helo", { ...base(ctx), name: displayText(name) });
     },
     envfrom(sender, ctx) {
-      log.info("mail", {
+      log.info("envfrom", {
         ...base(ctx),
         from: displayText(sender.raw),
         args: sender.args.length ? sender.args : undefined,
@@ -53,7 +53,7 @@ export function loggingFilter(log: Logger): Filter<{ id: number }, Record<string
       });
     },
     envrcpt(rcpt, ctx) {
-      log.info("rcpt", {
+      log.info("envrcpt", {
         ...base(ctx),
         to: displayText(rcpt.raw),
         args: rcpt.args.length ? rcpt.args : undefined,

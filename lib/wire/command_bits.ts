@@ -5,8 +5,44 @@
  * @module
  */
 
-import type { CommandType, ReplyType } from "./types.ts";
+import type { CommandType, ReplyType, Stage } from "./types.ts";
 import { SMFIF, SMFIP } from "./constants.ts";
+
+/**
+ * The stage a command belongs to, in the one stage vocabulary ({@link Stage}): `mail` is
+ * `envfrom`, `rcpt` is `envrcpt`, the other stage commands keep their names. Commands that
+ * are no stage (optneg, macro, abort, quit, quit_nc, raw) map to undefined.
+ *
+ * @param type The command type.
+ * @returns The stage, or undefined.
+ *
+ * @example
+ * ```ts
+ * import { stageOf } from "@milterkit/milterkit";
+ * import assert from "node:assert/strict";
+ * assert.equal(stageOf("mail"), "envfrom");
+ * assert.equal(stageOf("abort"), undefined);
+ * ```
+ */
+export function stageOf(type: CommandType): Stage | undefined {
+  switch (type) {
+    case "mail":
+      return "envfrom";
+    case "rcpt":
+      return "envrcpt";
+    case "connect":
+    case "helo":
+    case "data":
+    case "header":
+    case "eoh":
+    case "body":
+    case "eom":
+    case "unknown":
+      return type;
+    default:
+      return undefined;
+  }
+}
 
 /**
  * The `SMFIP_NO*` bit that switches a command off, per command type.

@@ -303,9 +303,9 @@ describe("milterkit serve without a script logs every event decoded", () => {
     const of = (name: string) => ev.filter((e) => e.event === name);
     assert.equal(of("connect")[0]?.address, "127.0.0.1");
     assert.equal(of("helo")[0]?.name, "client.example.test");
-    assert.equal(of("mail")[0]?.from, "<alice@example.test>");
-    assert.deepEqual(of("mail")[0]?.args, ["SIZE=123"]);
-    assert.deepEqual(of("rcpt").map((e) => [e.to, e.args]), [
+    assert.equal(of("envfrom")[0]?.from, "<alice@example.test>");
+    assert.deepEqual(of("envfrom")[0]?.args, ["SIZE=123"]);
+    assert.deepEqual(of("envrcpt").map((e) => [e.to, e.args]), [
       ["<bob@example.test>", ["NOTIFY=NEVER"]],
       ["<carol@example.test>", undefined],
     ]);

@@ -184,7 +184,7 @@ describe("examples/recipient_allowlist.ts through the binary", () => {
   it("refuses a message whose only recipient is unlisted (exit 1)", async () => {
     const { code, t } = await sendJson(serve!, PLAIN, ["--rcpt", "eve@example.test"]);
     assert.equal(code, 1);
-    assert.equal(t.verdict.stage, "rcpt");
+    assert.equal(t.verdict.stage, "envrcpt");
     assert.equal(t.verdict.reply, "550 5.1.1 <eve@example.test>: recipient not accepted here");
   });
 });

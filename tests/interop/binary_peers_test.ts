@@ -135,7 +135,7 @@ describe("milterkit send against the libmilter C test filter", () => {
   it("a sender refused at MAIL: exit 1 with the reply of that stage", async () => {
     const { code, j } = await sendJson(spec(), mail("x"), ["--from", "early-reject@example.test"]);
     assert.equal(code, 1);
-    assert.equal(j.transactions[0]!.verdict.stage, "mail");
+    assert.equal(j.transactions[0]!.verdict.stage, "envfrom");
     assert.equal(
       j.transactions[0]!.verdict.reply,
       "550 5.7.1 sender refused by libmilter testfilter",
@@ -208,7 +208,7 @@ describe("milterkit send against the libmilter C test filter", () => {
     assert.equal(new Set(j.transactions.map((t) => t.queueId)).size, 3, "distinct queue ids");
     // The first message has the whole dialogue; the next ones start at MAIL.
     assert.equal(j.transactions[0]!.stages[0]!.stage, "connect");
-    assert.equal(j.transactions[1]!.stages[0]!.stage, "mail");
+    assert.equal(j.transactions[1]!.stages[0]!.stage, "envfrom");
     const deadline = Date.now() + 5000;
     let log = "";
     do {
@@ -261,7 +261,7 @@ describe("milterkit send against the libmilter C test filter", () => {
     const t = j.transactions[0]!;
     assert.deepEqual(
       t.stages.filter((s) => s.outcome === "replied").map((s) => s.stage),
-      ["connect", "helo", "mail", "rcpt", "header", "header", "header", "eoh", "body", "eom"],
+      ["connect", "helo", "envfrom", "envrcpt", "header", "header", "header", "eoh", "body", "eom"],
     );
     assert.equal(t.envelope.sender, "<changed-from@example.test>");
     assert.deepEqual(headerValues(t.message!, "Subject"), ["MODIFIED by libmilter testfilter"]);

@@ -124,7 +124,7 @@ for (const p of PEERS) {
       const { results: [r] } = await session(peer!, [
         tx("early", { from: "<early-reject@example.test>" }),
       ]);
-      assert.deepEqual([r!.verdict.type, r!.verdict.stage], ["reject", "mail"]);
+      assert.deepEqual([r!.verdict.type, r!.verdict.stage], ["reject", "envfrom"]);
       assert.equal(r!.verdict.reply, `550 5.7.1 sender refused by ${p.label}`);
     });
 

@@ -8,10 +8,17 @@
  * @module
  */
 
-import { NO_EVENT_BIT, NO_REPLY_BIT } from "../../wire/command_bits.ts";
+import { NO_EVENT_BIT, NO_REPLY_BIT, stageOf } from "../../wire/command_bits.ts";
 import { decodeCommand } from "../../wire/command_codec.ts";
 import { decodeReply } from "../../wire/reply_codec.ts";
-import type { Command, Direction, Frame, Modification, Reply } from "../../wire/types.ts";
+import type {
+  Command,
+  CommandType,
+  Direction,
+  Frame,
+  Modification,
+  Reply,
+} from "../../wire/types.ts";
 import { SMFIP } from "../../wire/constants.ts";
 import { checkModification, type Issue, type IssueRule } from "./check.ts";
 import type {
@@ -204,7 +211,7 @@ export class SessionAnnotator {
       direction: "to-filter",
       frame,
       decoded: cmd,
-      stage: cmd.type,
+      stage: stageName(cmd.type),
       ...(msg ? { message: msg.index } : {}),
     });
     if (cmd.type === "abort" || cmd.type === "quit" || cmd.type === "quit_nc") {
@@ -262,7 +269,7 @@ export class SessionAnnotator {
         direction: "to-mta",
         frame,
         decoded: { error },
-        stage: head?.type ?? "none",
+        stage: head ? stageName(head.type) : "none",
       });
     }
     this.#checkSize(seq, frame, `Reply ${reply.type.toUpperCase()}`);
@@ -275,7 +282,7 @@ export class SessionAnnotator {
       direction: "to-mta" as const,
       frame,
       decoded: reply,
-      stage: head?.type ?? "none",
+      stage: head ? stageName(head.type) : "none",
       ...(head ? { answers: head.seq } : {}),
       ...(latencyMs !== undefined ? { latencyMs } : {}),
       ...(head?.message ? { message: head.message.index } : {}),
@@ -337,7 +344,7 @@ export class SessionAnnotator {
 
   #final(seq: number, reply: Reply, head: Pending, latencyMs: number | undefined): void {
     this.#pending.answered(head);
-    const stage = head.type;
+    const stage = stageName(head.type);
     const m = head.message;
     if (m && latencyMs !== undefined) {
       const s = (m.latency[stage] ??= { count: 0, totalMs: 0, maxMs: 0 });
@@ -346,7 +353,7 @@ export class SessionAnnotator {
       s.maxMs = Math.max(s.maxMs, latencyMs);
     }
     const protocol = this.#negotiation.filter?.protocol ?? 0;
-    for (const v of checkFinal(reply, stage, protocol)) this.#issue(seq, v.rule, v.message);
+    for (const v of checkFinal(reply, head.type, protocol)) this.#issue(seq, v.rule, v.message);
     if (reply.type === "skip") return;
     const outcome = outcomeOf(reply, stage, seq);
     if (outcome === undefined) return;
@@ -392,4 +399,9 @@ export class SessionAnnotator {
       endTime: this.#end,
     };
   }
+}
+
+/** A command's name in reports: its stage (`envfrom`, `envrcpt`, …), else its type (`abort`). */
+function stageName(type: CommandType): string {
+  return stageOf(type) ?? type;
 }

@@ -48,7 +48,7 @@ export class MessageLog {
       return this.current;
     }
     if (cmd.type === "mail") {
-      if (this.current) this.close({ kind: "aborted", stage: "mail" }, time);
+      if (this.current) this.close({ kind: "aborted", stage: "envfrom" }, time);
       const m = this.#open(seq, time);
       m.sender = cmd.sender;
       m.senderArgs = cmd.args;
@@ -76,7 +76,7 @@ export class MessageLog {
       bodySize: 0,
       bodyChunks: 0,
       modifications: [],
-      outcome: { kind: "incomplete", stage: "mail" },
+      outcome: { kind: "incomplete", stage: "envfrom" },
       latency: {},
       startTime: time,
       endTime: time,
@@ -123,7 +123,7 @@ export class MessageLog {
   ): void {
     const stage = outcome.stage;
     if (stage === "unknown") return;
-    if (stage === "rcpt") {
+    if (stage === "envrcpt") {
       if (recipient) recipient.outcome = outcome;
       if (outcome.kind !== "discard") return;
     } else if (outcome.reply === "continue" && stage !== "eom") return;
@@ -135,8 +135,8 @@ export class MessageLog {
 function lastStage(m: MessageSummary): string {
   if (m.bodyChunks > 0) return "body";
   if (m.headers.length > 0) return "header";
-  if (m.recipients.length > 0) return "rcpt";
-  return "mail";
+  if (m.recipients.length > 0) return "envrcpt";
+  return "envfrom";
 }
 
 /**
@@ -144,7 +144,7 @@ function lastStage(m: MessageSummary): string {
  * tempfails (4xx), the others are what they say; SKIP and the rest decide nothing.
  *
  * @param reply The final reply.
- * @param stage The command type it answers.
+ * @param stage The stage of the command it answers (`envfrom`, `eom`, …).
  * @param seq Its event number.
  * @returns The outcome, or `undefined`.
  *

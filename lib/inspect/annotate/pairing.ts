@@ -9,7 +9,7 @@
 
 import { checkReplyText, type Issue, type IssueRule } from "./check.ts";
 import type { MessageSummary, NegotiationSummary, RecipientSummary } from "./types.ts";
-import type { Reply } from "../../wire/types.ts";
+import type { CommandType, Reply } from "../../wire/types.ts";
 import { SMFIP } from "../../wire/constants.ts";
 
 /** A rule violation before it is tied to an event. */
@@ -31,7 +31,7 @@ const MDS_MASK = SMFIP.MDS_256K | SMFIP.MDS_1M;
 /** A command waiting for its reply. */
 export interface Pending {
   readonly seq: number;
-  readonly type: string;
+  readonly type: CommandType;
   readonly time: number | undefined;
   readonly message: MessageSummary | undefined;
   readonly recipient: RecipientSummary | undefined;
@@ -40,7 +40,7 @@ export interface Pending {
 /** The commands of one session that wait for a reply, oldest first. */
 export class PendingReplies {
   readonly #pending: Pending[] = [];
-  #last: { seq: number; type: string; suppressed: boolean; answered: boolean } | undefined;
+  #last: { seq: number; type: CommandType; suppressed: boolean; answered: boolean } | undefined;
 
   /** The command the next reply answers, if any. */
   get head(): Pending | undefined {

@@ -30,7 +30,10 @@ export interface AnnotatedEvent {
   readonly frame: Frame;
   /** The decoded command or reply, or `{ error }`. */
   readonly decoded: Decoded;
-  /** The command type it is or answers (`mail`, `eom`, …), `none` for an unpaired reply. */
+  /**
+   * The stage of the command it is or answers (`envfrom`, `eom`, …), the command type for
+   * commands that are no stage (`optneg`, `abort`, …), `none` for an unpaired reply.
+   */
   readonly stage: string;
   /** For a reply: the `seq` of the command it answers. */
   readonly answers?: number;
@@ -53,7 +56,7 @@ export interface Outcome {
     | "shutdown"
     | "aborted"
     | "incomplete";
-  /** The command type it was decided at. */
+  /** The stage it was decided at (`envfrom`, `envrcpt`, `eom`, …). */
   readonly stage: string;
   /** The reply that decided it (`continue`, `replycode`, …), absent for aborted/incomplete. */
   readonly reply?: Reply["type"];
