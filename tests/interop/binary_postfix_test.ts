@@ -101,6 +101,57 @@ describe("Postfix through filters served by the milterkit binary", () => {
     assert.equal(r.text, "5.7.1 Message refused: subject matches a local rule");
   });
 
+  it("logs one line per message with Postfix's own queue id, envelope, verdict and reply", async () => {
+    const waitMessage = async (s: ServeProcess, queue: string) => {
+      const deadline = Date.now() + 5000;
+      for (;;) {
+        const e = s.events().find((x) => x.event === "message" && x.queue === queue);
+        if (e || Date.now() > deadline) return e;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    };
+    const queuedAs = (transcript: string) => /queued as ([0-9A-Za-z]+)/.exec(transcript)?.[1];
+
+    const ok = message("URGENT ACCOUNT NOTICE", "service@paypal.example");
+    const sent = await sendMail({
+      port: mta!.port,
+      from: "bounce@other.example",
+      to: ["user@example.test"],
+      data: ok.data,
+    });
+    const queue = queuedAs(sent.transcript);
+    assert.ok(queue, sent.transcript);
+    const line = await waitMessage(tag!, queue);
+    assert.ok(line, `no message line for ${queue}:\n${tag!.stderr()}`);
+    assert.equal(line.from, "<bounce@other.example>");
+    assert.deepEqual(line.to, ["<user@example.test>"]);
+    assert.equal(line.verdict, "continue");
+    assert.equal(line.stage, "eom");
+    assert.deepEqual(line.changes, ["addheader:X-Suspicious", "chgheader:Subject[1]"]);
+    assert.match(String(line.client), /\[127\.0\.0\.1\]$/);
+
+    // The refusing filter's line carries the reply text the SMTP client got.
+    const bad = message("Casino Bonus tonight");
+    const refused = await sendMail({
+      port: mta!.port,
+      from: "sender@example.test",
+      to: ["user@example.test"],
+      data: bad.data,
+    });
+    assert.equal(refused.code, 550);
+    const deadline = Date.now() + 5000;
+    let rejected: Record<string, unknown> | undefined;
+    while (!rejected && Date.now() < deadline) {
+      rejected = reject!.events().find((x) =>
+        x.event === "message" && x.verdict === "reject" &&
+        String(x.reply).includes(refused.text)
+      );
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.ok(rejected, reject!.stderr());
+    assert.match(String(rejected.queue), /^[0-9A-Za-z]+$/, "Postfix's queue id");
+  });
+
   it("logged each Postfix session in the servers' JSON logs", async () => {
     const ends = (s: ServeProcess) => s.events().filter((e) => e.event === "session end").length;
     const deadline = Date.now() + 5000;
