@@ -10,7 +10,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { endSession, type MilterClient, type TransactionResult } from "../mod.ts";
@@ -41,10 +41,11 @@ const LONG = { timeout: 120_000 };
 
 /**
  * A filter that adds `X-Pid` (the worker's process id) and `X-Version: V`; the eom handler
- * computes for 3 s without awaiting when the Subject says "busy".
+ * computes for 3 s without awaiting when the Subject says "busy", after creating the file `mark`.
  */
-function script(version: number): string {
+function script(version: number, mark = join(tmpdir(), "milterkit-unused.mark")): string {
   return `import process from "node:process";
+import { writeFileSync } from "node:fs";
 import { defineFilter } from "@milterkit/milterkit";
 export default defineFilter({
   name: "workers-${version}",
@@ -52,6 +53,7 @@ export default defineFilter({
   eom(ctx) {
     const subject = ctx.headers.find((h) => h.name === "Subject")?.value ?? "";
     if (subject.includes("busy")) {
+      writeFileSync(${JSON.stringify(mark)}, "");
       const until = Date.now() + 3000;
       while (Date.now() < until) { /* CPU-bound */ }
     }
@@ -262,10 +264,12 @@ describe("serve --workers", () => {
 describe("a CPU-bound handler (3 s busy loop, --handler-timeout 1500)", () => {
   let dir: string;
   let file: string;
+  let mark: string;
   before(() => {
     dir = mkdtempSync(join(tmpdir(), "milterkit-busy-"));
     file = join(dir, "busy.ts");
-    writeFileSync(file, script(1));
+    mark = join(dir, "busy.mark");
+    writeFileSync(file, script(1, mark));
   });
   after(async () => {
     await killChildren(children);
@@ -279,9 +283,10 @@ describe("a CPU-bound handler (3 s busy loop, --handler-timeout 1500)", () => {
   async function race(spec: string): Promise<{ busy: TransactionResult; before: number }> {
     const client = await openClient(spec);
     let busyDone = false;
+    rmSync(mark, { force: true });
     const busy = runTransactionIn(client, tx("busy"));
     busy.then(() => (busyDone = true), () => (busyDone = true));
-    await sleep(500); // the eom handler is computing now
+    await waitFor(() => existsSync(mark), "the busy loop to start");
     let before = 0;
     await Promise.all(Array.from({ length: 16 }, async (_, i) => {
       await sendOne(spec, tx(`other-${i}`));
