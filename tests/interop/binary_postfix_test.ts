@@ -51,6 +51,10 @@ describe("Postfix through filters served by the milterkit binary", () => {
     mta = await startPostfix({ milters: `${reject.postfix}, ${tag.postfix}` });
   });
 
+  /** Sends `m` through Postfix from `from` to user@example.test. */
+  const submit = (from: string, m: { data: string }) =>
+    sendMail({ port: mta!.port, from, to: ["user@example.test"], data: m.data });
+
   after(async () => {
     await mta?.stop();
     await tag?.stop();
@@ -59,12 +63,7 @@ describe("Postfix through filters served by the milterkit binary", () => {
 
   it("delivers a suspicious message with the X-Suspicious header and the Subject prefix", async () => {
     const m = message("URGENT ACCOUNT NOTICE", "service@paypal.example");
-    const r = await sendMail({
-      port: mta!.port,
-      from: "bounce@other.example",
-      to: ["user@example.test"],
-      data: m.data,
-    });
+    const r = await submit("bounce@other.example", m);
     assert.equal(r.code, 250, r.transcript);
     const [got] = await copies(mta!.maildir, m.marker, 1);
     assert.ok(got, `not delivered; Postfix log:\n${mta!.log()}`);
@@ -75,12 +74,7 @@ describe("Postfix through filters served by the milterkit binary", () => {
 
   it("delivers an ordinary message unchanged", async () => {
     const m = message("Lunch on Friday?");
-    const r = await sendMail({
-      port: mta!.port,
-      from: "sender@example.test",
-      to: ["user@example.test"],
-      data: m.data,
-    });
+    const r = await submit("sender@example.test", m);
     assert.equal(r.code, 250, r.transcript);
     const [got] = await copies(mta!.maildir, m.marker, 1);
     assert.ok(got);
@@ -90,22 +84,18 @@ describe("Postfix through filters served by the milterkit binary", () => {
 
   it("refuses a matching Subject with the exact reply text", async () => {
     const m = message("Casino Bonus for you");
-    const r = await sendMail({
-      port: mta!.port,
-      from: "sender@example.test",
-      to: ["user@example.test"],
-      data: m.data,
-    });
+    const r = await submit("sender@example.test", m);
     assert.equal(r.stage, "eom", r.transcript);
     assert.equal(r.code, 550);
     assert.equal(r.text, "5.7.1 Message refused: subject matches a local rule");
   });
 
   it("logs one line per message with Postfix's own queue id, envelope, verdict and reply", async () => {
-    const waitMessage = async (s: ServeProcess, queue: string) => {
+    /** The first "message" line of `s` that `match` accepts, waiting up to 5 s for it. */
+    const waitMessage = async (s: ServeProcess, match: (e: Record<string, unknown>) => boolean) => {
       const deadline = Date.now() + 5000;
       for (;;) {
-        const e = s.events().find((x) => x.event === "message" && x.queue === queue);
+        const e = s.events().find((x) => x.event === "message" && match(x));
         if (e || Date.now() > deadline) return e;
         await new Promise((r) => setTimeout(r, 25));
       }
@@ -113,15 +103,10 @@ describe("Postfix through filters served by the milterkit binary", () => {
     const queuedAs = (transcript: string) => /queued as ([0-9A-Za-z]+)/.exec(transcript)?.[1];
 
     const ok = message("URGENT ACCOUNT NOTICE", "service@paypal.example");
-    const sent = await sendMail({
-      port: mta!.port,
-      from: "bounce@other.example",
-      to: ["user@example.test"],
-      data: ok.data,
-    });
+    const sent = await submit("bounce@other.example", ok);
     const queue = queuedAs(sent.transcript);
     assert.ok(queue, sent.transcript);
-    const line = await waitMessage(tag!, queue);
+    const line = await waitMessage(tag!, (x) => x.queue === queue);
     assert.ok(line, `no message line for ${queue}:\n${tag!.stderr()}`);
     assert.equal(line.from, "<bounce@other.example>");
     assert.deepEqual(line.to, ["<user@example.test>"]);
@@ -132,22 +117,12 @@ describe("Postfix through filters served by the milterkit binary", () => {
 
     // The refusing filter's line carries the reply text the SMTP client got.
     const bad = message("Casino Bonus tonight");
-    const refused = await sendMail({
-      port: mta!.port,
-      from: "sender@example.test",
-      to: ["user@example.test"],
-      data: bad.data,
-    });
+    const refused = await submit("sender@example.test", bad);
     assert.equal(refused.code, 550);
-    const deadline = Date.now() + 5000;
-    let rejected: Record<string, unknown> | undefined;
-    while (!rejected && Date.now() < deadline) {
-      rejected = reject!.events().find((x) =>
-        x.event === "message" && x.verdict === "reject" &&
-        String(x.reply).includes(refused.text)
-      );
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    const rejected = await waitMessage(
+      reject!,
+      (x) => x.verdict === "reject" && String(x.reply).includes(refused.text),
+    );
     assert.ok(rejected, reject!.stderr());
     assert.match(String(rejected.queue), /^[0-9A-Za-z]+$/, "Postfix's queue id");
   });
