@@ -90,6 +90,23 @@ describe("proxy message summaries", () => {
     assert.ok(await terminate(p));
   });
 
+  it("--json without --quiet: each frame is a structured object too", TIMEOUT, async () => {
+    const p = await suite.start(["--json"]);
+    await twoMessages(p.port);
+    await waitFor(p, /"type":"message"/g, 2);
+    const objects = p.stdout().trim().split("\n").map((l) => JSON.parse(l));
+    const frames = objects.filter((o) => o.type === "frame");
+    assert.ok(frames.length > 20, p.stdout());
+    assert.deepEqual(
+      [frames[0].session, frames[0].dir, frames[0].decoded.type],
+      ["s1", "to-filter", "optneg"],
+    );
+    const mails = frames.filter((f) => f.decoded.type === "mail").map((f) => f.decoded.sender);
+    assert.deepEqual(mails, ["<alice@example.test>", "<spam@example.test>"]);
+    assert.ok(frames.every((f) => typeof f.t === "number" && typeof f.frame === "string"));
+    assert.ok(await terminate(p));
+  });
+
   it(
     "text: the same numbers, queue ids and times, matching dump's numbering",
     TIMEOUT,

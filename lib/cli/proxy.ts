@@ -8,7 +8,7 @@
 import { parseArgs } from "node:util";
 import { SessionAnnotator } from "../inspect/annotate/annotator.ts";
 import type { AnnotatedEvent } from "../inspect/annotate/types.ts";
-import { describeDecoded } from "../inspect/annotate/render.ts";
+import { decodedToJson, describeDecoded } from "../inspect/annotate/render.ts";
 import { formatSocketSpec, parseSocketSpec } from "../server/socket_spec.ts";
 import type { Connection } from "../server/adapters/types.ts";
 import { createLogger } from "../server/log.ts";
@@ -198,6 +198,7 @@ export const proxyCommand: Subcommand = {
             dir: e.direction,
             stage: e.stage,
             frame: describeDecoded(e.decoded, e.direction),
+            decoded: decodedToJson(e.decoded),
             latencyMs: e.latencyMs,
           }));
           return;
