@@ -58,7 +58,8 @@ Options:
       --max-frame BYTES      largest frame accepted (default 1048576)
       --unix-mode MODE       permissions of a unix socket, octal (default 660)
       --shutdown-grace MS    time sessions get to finish on SIGTERM (default 30000)
-      --log-format FORMAT    text or json (default: text on a terminal, else json)
+      --log-format FORMAT    text or json (default: text when stderr is a terminal,
+                             else json)
       --log-level LEVEL      debug, info (default), warn, error
       --color WHEN           colour text logs: auto (on a terminal, unless NO_COLOR
                              is set), always, never
@@ -155,7 +156,8 @@ export const serveCommand: Subcommand = {
     }
     const script = positionals[0];
     const listenAt = parseSocketSpec(values.listen!);
-    const format = values["log-format"] ?? (io.isTty ? "text" : "json");
+    // Logs go to standard error: text when a person watches it, JSON for a file or a shipper.
+    const format = values["log-format"] ?? ((io.errIsTty ?? io.isTty) ? "text" : "json");
     if (format !== "text" && format !== "json") {
       throw new UsageError(`--log-format must be text or json, got ${format}`);
     }
