@@ -14,6 +14,9 @@ import { realpathSync } from "node:fs";
 import { basename } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import * as milterkit from "./mod.ts";
+import * as mta from "./lib/mta/mod.ts";
+import * as wire from "./lib/wire/mod.ts";
+import * as inspect from "./lib/inspect/mod.ts";
 import * as testing from "./lib/testing/mod.ts";
 import * as denoAdapter from "./lib/server/adapters/deno.ts";
 import * as bunAdapter from "./lib/server/adapters/bun.ts";
@@ -44,6 +47,9 @@ export const COMMANDS: readonly Subcommand[] = [
  */
 export const ENTRY_POINTS: Readonly<Record<string, object>> = {
   ".": milterkit,
+  "./mta": mta,
+  "./wire": wire,
+  "./inspect": inspect,
   "./testing": testing,
   "./deno": denoAdapter,
   "./bun": bunAdapter,

@@ -9,7 +9,10 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { defineFilter, endSession, MilterClient, runTransaction, serveConnection } from "../mod.ts";
+import { defineFilter } from "../lib/filter/filter.ts";
+import { serveConnection } from "../lib/filter/session.ts";
+import { MilterClient } from "../lib/mta/client.ts";
+import { endSession, runTransaction } from "../lib/mta/transaction.ts";
 import { duplexPair } from "../lib/testing/mod.ts";
 
 const { values } = parseArgs({

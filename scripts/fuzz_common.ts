@@ -2,7 +2,9 @@
  * What the fuzzer's parts share: the target names, one input, the invariant counters, the
  * {@link Finding} error, and byte and framing helpers (see scripts/fuzz.ts).
  */
-import { type Frame, FrameDecoder, MilterError } from "../mod.ts";
+import { MilterError } from "../lib/wire/errors.ts";
+import { FrameDecoder } from "../lib/wire/frame.ts";
+import type { Frame } from "../lib/wire/types.ts";
 
 /** The fuzzed components. */
 export type TargetName = "frame" | "filter" | "client" | "proxy";

@@ -3,7 +3,9 @@
  * streams that exercise the engines' state machines (see scripts/fuzz.ts).
  */
 import fc from "fast-check";
-import { type Command, encodeCommand, encodeReply, type Reply } from "../mod.ts";
+import { encodeCommand } from "../lib/wire/command_codec.ts";
+import { encodeReply } from "../lib/wire/reply_codec.ts";
+import type { Command, Reply } from "../lib/wire/types.ts";
 import { concat, type FuzzInput, type TargetName } from "./fuzz_common.ts";
 
 const INTERESTING_LENGTHS = [0, 1, 2, 5, 0x10000, 0x100000, 0x100001, 0x7fffffff, 0xffffffff];

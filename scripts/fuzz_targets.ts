@@ -2,26 +2,17 @@
  * The fuzz targets: the frame reader and codecs, the filter engine, the MTA engine and the proxy,
  * each running one input and throwing a {@link Finding} on a problem (see scripts/fuzz.ts).
  */
-import {
-  type Command,
-  decodeCommand,
-  decodeReply,
-  defineFilter,
-  encodeCommand,
-  encodeFrame,
-  encodeReply,
-  endSession,
-  type Filter,
-  type Frame,
-  FrameDecoder,
-  MilterClient,
-  proxyConnection,
-  type Reply,
-  runTransaction,
-  serveConnection,
-  SMFIP,
-  type Verdict,
-} from "../mod.ts";
+import { defineFilter, type Filter } from "../lib/filter/filter.ts";
+import { serveConnection } from "../lib/filter/session.ts";
+import type { Verdict } from "../lib/filter/verdict.ts";
+import { proxyConnection } from "../lib/inspect/proxy.ts";
+import { MilterClient } from "../lib/mta/client.ts";
+import { endSession, runTransaction } from "../lib/mta/transaction.ts";
+import { decodeCommand, encodeCommand } from "../lib/wire/command_codec.ts";
+import { SMFIP } from "../lib/wire/constants.ts";
+import { encodeFrame, FrameDecoder } from "../lib/wire/frame.ts";
+import { decodeReply, encodeReply } from "../lib/wire/reply_codec.ts";
+import type { Command, Frame, Reply } from "../lib/wire/types.ts";
 import { chunked, duplexPair } from "../lib/testing/mod.ts";
 import {
   bytesEqual,

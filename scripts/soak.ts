@@ -13,15 +13,12 @@ import { readFileSync } from "node:fs";
 import process from "node:process";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
-import {
-  connectSocket,
-  defineFilter,
-  endSession,
-  listen,
-  MilterClient,
-  runTransaction,
-  type TransactionResult,
-} from "../mod.ts";
+import { defineFilter } from "../lib/filter/filter.ts";
+import { MilterClient } from "../lib/mta/client.ts";
+import { endSession, runTransaction } from "../lib/mta/transaction.ts";
+import type { TransactionResult } from "../lib/mta/types.ts";
+import { connect as connectSocket } from "../lib/server/net.ts";
+import { listen } from "../lib/server/server.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),

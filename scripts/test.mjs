@@ -4,8 +4,8 @@
 //
 //   npm test [-- [--unit] [--only deno|bun] [--no-checks] [FILE_OR_DIR...]]
 //
-// 1. Check steps: deno fmt --check, deno lint, deno check, deno doc --lint mod.ts, bun check,
-//    deno publish --dry-run.
+// 1. Check steps: deno fmt --check, deno lint, layers, deno check, deno doc --lint over every
+//    entry point, the API reports (scripts/api_report.mjs), bun check, deno publish --dry-run.
 //    Each failed step counts as one failed item.
 // 2. When interop tests are selected and we are root: scripts/peers/install.sh (real Postfix,
 //    libmilter, OpenDKIM...); a failure counts as one failed item.
@@ -321,7 +321,14 @@ if (opts.checks) {
     .filter((p) => existsSync(join(ROOT, p)));
   await checkStep("deno check", DENO, ["check", ...checkPaths]);
   if (existsSync(join(ROOT, "mod.ts"))) {
-    await checkStep("deno doc --lint mod.ts", DENO, ["doc", "--lint", "mod.ts"]);
+    // every entry point of deno.json together: a type one entry point uses may come from another
+    const entries = Object.values(
+      JSON.parse(readFileSync(join(ROOT, "deno.json"), "utf8")).exports,
+    );
+    await checkStep("deno doc --lint (entry points)", DENO, ["doc", "--lint", ...entries]);
+    await checkStep("api reports (scripts/api_report.mjs)", process.execPath, [
+      join(ROOT, "scripts/api_report.mjs"),
+    ]);
     await checkStep("bun check mod.ts", BUN, ["check", "mod.ts"]);
     // JSR's checks (slow types, exports) so the package stays publishable.
     await checkStep("deno publish --dry-run", DENO, ["publish", "--dry-run", "--allow-dirty"]);

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { SocketAddress } from "../lib/server/socket_spec.ts";
+import { type SocketAddress, SocketSpecError } from "../lib/server/socket_spec.ts";
 import type {
   AdapterName,
   Connection,
@@ -123,6 +123,29 @@ for (const name of names) {
       } finally {
         await listener.close();
       }
+    });
+
+    it("its entry point's listen/connect take socket specs; a bad spec is a SocketSpecError", async () => {
+      const entry: {
+        listen(spec: string | SocketAddress): Promise<Listener>;
+        connect(spec: string | SocketAddress): Promise<Connection>;
+      } = await import(`../lib/server/adapters/${name}.ts`);
+      const listener = await entry.listen("inet:0@127.0.0.1");
+      try {
+        assert.ok(listener.address.transport === "tcp" && listener.address.port > 0);
+        const accepted = listener[Symbol.asyncIterator]().next();
+        const conn = await entry.connect(`inet:${listener.address.port}@127.0.0.1`);
+        const server = (await accepted).value as Connection;
+        const w = conn.writable.getWriter();
+        await w.write(new Uint8Array([7, 8, 9]));
+        await w.close();
+        assert.deepEqual(await readAll(server.readable), new Uint8Array([7, 8, 9]));
+        server.close();
+        conn.close();
+      } finally {
+        await listener.close();
+      }
+      await assert.rejects(entry.connect("tcp:nowhere"), SocketSpecError);
     });
 
     it("exchanges data over TCP on 127.0.0.1 with addresses on both ends", async () => {

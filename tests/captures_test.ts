@@ -6,17 +6,11 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import {
-  type Command,
-  decodeCommand,
-  decodeReply,
-  encodeCommand,
-  encodeReply,
-  FrameDecoder,
-  type Reply,
-  SMFIF,
-  SMFIP,
-} from "../mod.ts";
+import { decodeCommand, encodeCommand } from "../lib/wire/command_codec.ts";
+import { SMFIF, SMFIP } from "../lib/wire/constants.ts";
+import { FrameDecoder } from "../lib/wire/frame.ts";
+import { decodeReply, encodeReply } from "../lib/wire/reply_codec.ts";
+import type { Command, Reply } from "../lib/wire/types.ts";
 import {
   allSessions,
   type CaptureSession,

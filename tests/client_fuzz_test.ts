@@ -6,7 +6,9 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { endSession, MilterClient, MilterError, runTransaction } from "../mod.ts";
+import { MilterClient } from "../lib/mta/client.ts";
+import { endSession, runTransaction } from "../lib/mta/transaction.ts";
+import { MilterError } from "../lib/wire/errors.ts";
 import { duplexPair } from "../lib/testing/mod.ts";
 import { allSessions } from "./helpers/captures.ts";
 

@@ -1,12 +1,10 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import {
-  decodeCommand,
-  FrameDecoder,
-  MilterClient,
-  runTransaction,
-  serveConnection,
-} from "../mod.ts";
+import { serveConnection } from "../lib/filter/session.ts";
+import { MilterClient } from "../lib/mta/client.ts";
+import { runTransaction } from "../lib/mta/transaction.ts";
+import { decodeCommand } from "../lib/wire/command_codec.ts";
+import { FrameDecoder } from "../lib/wire/frame.ts";
 import { duplexPair } from "../lib/testing/mod.ts";
 import { loadSession } from "./helpers/captures.ts";
 

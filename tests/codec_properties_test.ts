@@ -7,21 +7,13 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import {
-  type Command,
-  decodeCommand,
-  decodeReply,
-  decodeText,
-  encodeCommand,
-  encodeFrame,
-  encodeReply,
-  type Frame,
-  FrameDecoder,
-  MilterProtocolError,
-  type Reply,
-  SMFIC,
-  SMFIR,
-} from "../mod.ts";
+import { decodeCommand, encodeCommand } from "../lib/wire/command_codec.ts";
+import { SMFIC, SMFIR } from "../lib/wire/constants.ts";
+import { MilterProtocolError } from "../lib/wire/errors.ts";
+import { encodeFrame, FrameDecoder } from "../lib/wire/frame.ts";
+import { decodeReply, encodeReply } from "../lib/wire/reply_codec.ts";
+import { decodeText } from "../lib/wire/text.ts";
+import type { Command, Frame, Reply } from "../lib/wire/types.ts";
 import { allSessions, concatBytes, streamOf } from "./helpers/captures.ts";
 
 const SEED = 0x6d696c74; // "milt"

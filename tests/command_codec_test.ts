@@ -4,13 +4,10 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import {
-  type Command,
-  decodeCommand,
-  encodeCommand,
-  FrameDecoder,
-  MilterProtocolError,
-} from "../mod.ts";
+import { decodeCommand, encodeCommand } from "../lib/wire/command_codec.ts";
+import { MilterProtocolError } from "../lib/wire/errors.ts";
+import { FrameDecoder } from "../lib/wire/frame.ts";
+import type { Command } from "../lib/wire/types.ts";
 import { fromHex, toHex } from "./helpers/captures.ts";
 
 /** Decodes one complete frame given as hex. */

@@ -5,14 +5,10 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import {
-  defineFilter,
-  endSession,
-  MilterClient,
-  runTransaction,
-  serveConnection,
-  type SessionOptions,
-} from "../mod.ts";
+import { defineFilter } from "../lib/filter/filter.ts";
+import { serveConnection, type SessionOptions } from "../lib/filter/session.ts";
+import { MilterClient } from "../lib/mta/client.ts";
+import { endSession, runTransaction } from "../lib/mta/transaction.ts";
 import { duplexPair } from "../lib/testing/mod.ts";
 
 const enc = new TextEncoder();

@@ -6,7 +6,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import process from "node:process";
-import type { Filter } from "../mod.ts";
+import type { Filter } from "../lib/filter/filter.ts";
 import { deliveredText, drive } from "./helpers/drive.ts";
 
 // deno-lint-ignore no-explicit-any

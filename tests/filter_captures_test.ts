@@ -7,7 +7,11 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { decodeReply, defineFilter, FrameDecoder, serveConnection, SMFIF } from "../mod.ts";
+import { defineFilter } from "../lib/filter/filter.ts";
+import { serveConnection } from "../lib/filter/session.ts";
+import { SMFIF } from "../lib/wire/constants.ts";
+import { FrameDecoder } from "../lib/wire/frame.ts";
+import { decodeReply } from "../lib/wire/reply_codec.ts";
 import { duplexPair } from "../lib/testing/mod.ts";
 
 const local = new URL("./data/captures/", import.meta.url);

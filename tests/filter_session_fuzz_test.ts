@@ -7,17 +7,14 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import fc from "fast-check";
-import {
-  type Command,
-  decodeReply,
-  defineFilter,
-  encodeCommand,
-  FrameDecoder,
-  MilterError,
-  type Reply,
-  serveConnection,
-  type Verdict,
-} from "../mod.ts";
+import { defineFilter } from "../lib/filter/filter.ts";
+import { serveConnection } from "../lib/filter/session.ts";
+import type { Verdict } from "../lib/filter/verdict.ts";
+import { encodeCommand } from "../lib/wire/command_codec.ts";
+import { MilterError } from "../lib/wire/errors.ts";
+import { FrameDecoder } from "../lib/wire/frame.ts";
+import { decodeReply } from "../lib/wire/reply_codec.ts";
+import type { Command, Reply } from "../lib/wire/types.ts";
 import { duplexPair } from "../lib/testing/mod.ts";
 
 const unhandled: unknown[] = [];

@@ -1,7 +1,9 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { connect } from "node:net";
-import { defineFilter, encodeCommand, listen } from "../mod.ts";
+import { defineFilter } from "../lib/filter/filter.ts";
+import { listen } from "../lib/server/server.ts";
+import { encodeCommand } from "../lib/wire/command_codec.ts";
 
 describe("an MTA that disappears while the eom handler runs", () => {
   it("aborts the handler's signal through the failing keep-alive, long before eomTimeoutMs", async () => {

@@ -1,18 +1,15 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { defineFilter, type Filter } from "../lib/filter/filter.ts";
 import {
-  defineFilter,
-  type Filter,
-  FilterHandlerError,
-  MilterNegotiationError,
-  type Reply,
   serveConnection,
   type ServedSession,
   type SessionEvent,
   type SessionOptions,
-  SMFIF,
-  SMFIP,
-} from "../mod.ts";
+} from "../lib/filter/session.ts";
+import { SMFIF, SMFIP } from "../lib/wire/constants.ts";
+import { FilterHandlerError, MilterNegotiationError } from "../lib/wire/errors.ts";
+import type { Reply } from "../lib/wire/types.ts";
 import { duplexPair } from "../lib/testing/mod.ts";
 import { RawMta } from "./helpers/raw_mta.ts";
 

@@ -4,17 +4,16 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { DEFAULT_MAX_FRAME_DATA } from "../lib/wire/constants.ts";
+import { MilterProtocolError, type ProtocolErrorReason } from "../lib/wire/errors.ts";
 import {
-  DEFAULT_MAX_FRAME_DATA,
   describeCode,
   encodeFrame,
-  type Frame,
   FrameDecoder,
   FrameDecoderStream,
-  MilterProtocolError,
-  type ProtocolErrorReason,
   sniffForeignProtocol,
-} from "../mod.ts";
+} from "../lib/wire/frame.ts";
+import type { Frame } from "../lib/wire/types.ts";
 import { chunked } from "../lib/testing/mod.ts";
 import { allSessions, concatBytes, fromHex, streamOf } from "./helpers/captures.ts";
 

@@ -5,14 +5,11 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import {
-  decodeCommand,
-  type Duplex,
-  encodeReply,
-  FrameDecoder,
-  proxyConnection,
-  type TapFrame,
-} from "../mod.ts";
+import { proxyConnection, type TapFrame } from "../lib/inspect/proxy.ts";
+import { decodeCommand } from "../lib/wire/command_codec.ts";
+import { FrameDecoder } from "../lib/wire/frame.ts";
+import { encodeReply } from "../lib/wire/reply_codec.ts";
+import type { Duplex } from "../lib/wire/types.ts";
 import { duplexPair } from "../lib/testing/mod.ts";
 import { RawMta } from "./helpers/raw_mta.ts";
 

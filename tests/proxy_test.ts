@@ -1,19 +1,12 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import {
-  type Command,
-  decodeCommand,
-  defineFilter,
-  type Direction,
-  type Duplex,
-  encodeReply,
-  FrameDecoder,
-  proxyConnection,
-  type ProxyOptions,
-  type Reply,
-  serveConnection,
-  type TapFrame,
-} from "../mod.ts";
+import { defineFilter } from "../lib/filter/filter.ts";
+import { serveConnection } from "../lib/filter/session.ts";
+import { proxyConnection, type ProxyOptions, type TapFrame } from "../lib/inspect/proxy.ts";
+import { decodeCommand } from "../lib/wire/command_codec.ts";
+import { FrameDecoder } from "../lib/wire/frame.ts";
+import { encodeReply } from "../lib/wire/reply_codec.ts";
+import type { Command, Direction, Duplex, Reply } from "../lib/wire/types.ts";
 import { duplexPair } from "../lib/testing/mod.ts";
 import { RawMta } from "./helpers/raw_mta.ts";
 

@@ -8,25 +8,22 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
+import { defineFilter } from "../lib/filter/filter.ts";
+import { MilterClient } from "../lib/mta/client.ts";
+import { endSession, runTransaction } from "../lib/mta/transaction.ts";
+import { connect as connectSocket } from "../lib/server/net.ts";
+import { listen, type MilterServer } from "../lib/server/server.ts";
+import { decodeCommand } from "../lib/wire/command_codec.ts";
 import {
-  type Command,
   ConnectionClosedError,
-  connectSocket,
-  decodeCommand,
-  defineFilter,
-  encodeReply,
-  endSession,
-  FrameDecoder,
-  listen,
-  MilterClient,
   MilterError,
   MilterNegotiationError,
   MilterProtocolError,
-  type MilterServer,
   MilterTimeoutError,
-  type Reply,
-  runTransaction,
-} from "../mod.ts";
+} from "../lib/wire/errors.ts";
+import { FrameDecoder } from "../lib/wire/frame.ts";
+import { encodeReply } from "../lib/wire/reply_codec.ts";
+import type { Command, Reply } from "../lib/wire/types.ts";
 import { added, sendOne, TIMEOUT, tx } from "./helpers/server_kit.ts";
 
 const unhandled: unknown[] = [];

@@ -6,16 +6,12 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import {
-  type AdapterName,
-  defineFilter,
-  endSession,
-  listen,
-  type MilterClient,
-  type MilterServer,
-  runTransaction,
-  type TransactionResult,
-} from "../mod.ts";
+import { defineFilter } from "../lib/filter/filter.ts";
+import type { MilterClient } from "../lib/mta/client.ts";
+import { endSession, runTransaction } from "../lib/mta/transaction.ts";
+import type { TransactionResult } from "../lib/mta/types.ts";
+import type { AdapterName } from "../lib/server/adapters/types.ts";
+import { listen, type MilterServer } from "../lib/server/server.ts";
 import { ADAPTERS, added, message, openClient, tx, waitFor } from "./helpers/server_kit.ts";
 
 const SESSIONS = 1000;

@@ -8,23 +8,16 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
-import {
-  type Command,
-  decodeReply,
-  defineFilter,
-  encodeCommand,
-  endSession,
-  FilterHandlerError,
-  FrameDecoder,
-  listen,
-  MilterProtocolError,
-  type MilterServer,
-  MilterTimeoutError,
-  type Reply,
-  runTransaction,
-  type SessionEvent,
-  SMFIP,
-} from "../mod.ts";
+import { defineFilter } from "../lib/filter/filter.ts";
+import type { SessionEvent } from "../lib/filter/session.ts";
+import { endSession, runTransaction } from "../lib/mta/transaction.ts";
+import { listen, type MilterServer } from "../lib/server/server.ts";
+import { encodeCommand } from "../lib/wire/command_codec.ts";
+import { SMFIP } from "../lib/wire/constants.ts";
+import { FilterHandlerError, MilterProtocolError, MilterTimeoutError } from "../lib/wire/errors.ts";
+import { FrameDecoder } from "../lib/wire/frame.ts";
+import { decodeReply } from "../lib/wire/reply_codec.ts";
+import type { Command, Reply } from "../lib/wire/types.ts";
 import { added, openClient, sendOne, TIMEOUT, tx, waitFor, within } from "./helpers/server_kit.ts";
 
 const enc = new TextEncoder();

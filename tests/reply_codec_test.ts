@@ -4,7 +4,10 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { decodeReply, encodeReply, FrameDecoder, MilterProtocolError, type Reply } from "../mod.ts";
+import { MilterProtocolError } from "../lib/wire/errors.ts";
+import { FrameDecoder } from "../lib/wire/frame.ts";
+import { decodeReply, encodeReply } from "../lib/wire/reply_codec.ts";
+import type { Reply } from "../lib/wire/types.ts";
 import { fromHex, toHex } from "./helpers/captures.ts";
 
 function decodeHex(hex: string): Reply {

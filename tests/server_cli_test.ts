@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { endSession, runTransaction } from "../mod.ts";
+import { endSession, runTransaction } from "../lib/mta/transaction.ts";
 import { freePort } from "./interop/helpers_process.ts";
 import {
   added,

@@ -5,17 +5,12 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import {
-  ConnectionClosedError,
-  connectSocket,
-  type Context,
-  defineFilter,
-  endSession,
-  listen,
-  MilterClient,
-  type MilterServer,
-  runTransaction,
-} from "../mod.ts";
+import { type Context, defineFilter } from "../lib/filter/filter.ts";
+import { MilterClient } from "../lib/mta/client.ts";
+import { endSession, runTransaction } from "../lib/mta/transaction.ts";
+import { connect as connectSocket } from "../lib/server/net.ts";
+import { listen, type MilterServer } from "../lib/server/server.ts";
+import { ConnectionClosedError } from "../lib/wire/errors.ts";
 import {
   ADAPTERS,
   added,

@@ -6,7 +6,10 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { connectSocket, type Context, defineFilter, endSession, listen } from "../mod.ts";
+import { type Context, defineFilter } from "../lib/filter/filter.ts";
+import { endSession } from "../lib/mta/transaction.ts";
+import { connect as connectSocket } from "../lib/server/net.ts";
+import { listen } from "../lib/server/server.ts";
 import { RawMta } from "./helpers/raw_mta.ts";
 import {
   ADAPTERS,

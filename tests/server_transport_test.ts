@@ -9,7 +9,9 @@ import { execFile, execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { defineFilter, listen, Metrics, type MilterServer } from "../mod.ts";
+import { defineFilter } from "../lib/filter/filter.ts";
+import { Metrics } from "../lib/server/metrics.ts";
+import { listen, type MilterServer } from "../lib/server/server.ts";
 import {
   ADAPTERS,
   added,

@@ -5,7 +5,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { decodeText, displayText, encodeText } from "../mod.ts";
+import { decodeText, displayText, encodeText } from "../lib/wire/text.ts";
 import { fromHex } from "./helpers/captures.ts";
 
 function roundTrips(bytes: Uint8Array): void {

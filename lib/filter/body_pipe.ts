@@ -12,7 +12,7 @@
  *
  * @example
  * ```ts
- * import { BodyPipe } from "@milterkit/milterkit";
+ * import { BodyPipe } from "./body_pipe.ts";
  * import assert from "node:assert/strict";
  * const pipe = new BodyPipe(4);
  * const reading = new Response(pipe.stream).text();

@@ -18,7 +18,7 @@ function key(name: string): string {
  *
  * @example
  * ```ts
- * import { MacroStore } from "@milterkit/milterkit";
+ * import { MacroStore } from "./macros.ts";
  * import assert from "node:assert/strict";
  * const m = new MacroStore();
  * m.set("C", [["j", "mx.example.com"], ["{daemon_name}", "mx"]]);

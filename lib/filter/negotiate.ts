@@ -36,7 +36,8 @@ export const ACTION_BITS: Readonly<Record<ActionName, number>> = {
  *
  * @example
  * ```ts
- * import { EVENT_BITS, SMFIP } from "@milterkit/milterkit";
+ * import { EVENT_BITS } from "./negotiate.ts";
+ * import { SMFIP } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.equal(EVENT_BITS.envrcpt.nr, SMFIP.NR_RCPT);
  * ```
@@ -86,7 +87,8 @@ export type EventMode = "off" | "reply" | "noreply";
  *
  * @example
  * ```ts
- * import { requirementsOf, SMFIF } from "@milterkit/milterkit";
+ * import { requirementsOf } from "./negotiate.ts";
+ * import { SMFIF } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * const req = requirementsOf({ actions: ["addHeader"], eom() {} });
  * assert.equal(req.actions, SMFIF.ADDHDRS);
@@ -118,7 +120,7 @@ export interface FilterRequirements {
  *
  * @example
  * ```ts
- * import { requirementsOf } from "@milterkit/milterkit";
+ * import { requirementsOf } from "./negotiate.ts";
  * import assert from "node:assert/strict";
  * const req = requirementsOf({ header() {}, noReply: ["header"] });
  * assert.equal(req.events.header, "noreply");
@@ -196,7 +198,7 @@ export interface Offer {
  *
  * @example
  * ```ts
- * import { negotiateFilter, requirementsOf } from "@milterkit/milterkit";
+ * import { negotiateFilter, requirementsOf } from "./negotiate.ts";
  * import assert from "node:assert/strict";
  * const { negotiated } = negotiateFilter(
  *   { version: 6, actions: 0x1ff, protocol: 0x1fffff },

@@ -83,7 +83,8 @@ const SESSION_ENDED = new ConnectionClosedError("Session ended");
  *
  * @example
  * ```ts
- * import { defineFilter, serveConnection, MilterClient } from "@milterkit/milterkit";
+ * import { defineFilter, serveConnection } from "@milterkit/milterkit";
+ * import { MilterClient } from "@milterkit/milterkit/mta";
  * import { duplexPair } from "@milterkit/milterkit/testing";
  * const [mta, filterSide] = duplexPair();
  * const done = serveConnection(filterSide, defineFilter({ helo: () => "reject" }));

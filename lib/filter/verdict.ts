@@ -62,7 +62,7 @@ export const MAX_REPLY_LINE_LENGTH = 980;
  *
  * @example
  * ```ts
- * import { formatReply } from "@milterkit/milterkit";
+ * import { formatReply } from "./verdict.ts";
  * import assert from "node:assert/strict";
  * assert.equal(formatReply({ code: 550, enhanced: "5.7.1", text: "100% spam" }),
  *   "550 5.7.1 100%% spam");
@@ -122,7 +122,7 @@ const NO_DISCARD: ReadonlySet<Stage> = new Set(["connect", "helo", "unknown"]);
  *
  * @example
  * ```ts
- * import { verdictToReply } from "@milterkit/milterkit";
+ * import { verdictToReply } from "./verdict.ts";
  * import assert from "node:assert/strict";
  * assert.deepEqual(verdictToReply("reject", "envrcpt", false), { reply: { type: "reject" } });
  * assert.ok("error" in verdictToReply("discard", "connect", false));

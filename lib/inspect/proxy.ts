@@ -26,7 +26,7 @@ export type UpstreamFailurePolicy = "tempfail" | "accept" | "reject" | "close";
  *
  * @example
  * ```ts
- * import type { TapFrame } from "@milterkit/milterkit";
+ * import type { TapFrame } from "@milterkit/milterkit/inspect";
  * const show = (f: TapFrame) => `${f.direction} ${"decoded" in f ? f.decoded.type : f.error}`;
  * ```
  */
@@ -203,7 +203,7 @@ function policyReply(policy: Exclude<UpstreamFailurePolicy, "close">): Reply {
  *
  * @example
  * ```ts
- * import { proxyConnection } from "@milterkit/milterkit";
+ * import { proxyConnection } from "@milterkit/milterkit/inspect";
  * import { duplexPair } from "@milterkit/milterkit/testing";
  * const [mtaEnd, proxyEnd] = duplexPair();
  * const [filterEnd, upstreamEnd] = duplexPair();

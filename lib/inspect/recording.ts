@@ -96,7 +96,8 @@ const REDACT_REPLIES: Readonly<Record<number, "value" | "bytes">> = {
  *
  * @example
  * ```ts
- * import { RecordingWriter, readRecording, encodeCommand } from "@milterkit/milterkit";
+ * import { RecordingWriter, readRecording } from "@milterkit/milterkit/inspect";
+ * import { encodeCommand } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * const lines: string[] = [];
  * const w = new RecordingWriter((line) => lines.push(line));
@@ -286,7 +287,8 @@ function peerFields(info: { mta?: string; filter?: string }): Record<string, str
  *
  * @example
  * ```ts
- * import { redactFrame, decodeCommand } from "@milterkit/milterkit";
+ * import { redactFrame } from "@milterkit/milterkit/inspect";
+ * import { decodeCommand } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * const f = { code: 0x4c, payload: new TextEncoder().encode("Subject\0secret\0") };
  * assert.deepEqual(decodeCommand(redactFrame(f, "to-filter")), { type: "header", name: "Subject", value: "" });

@@ -63,7 +63,7 @@ export interface Recording {
  *
  * @example
  * ```ts
- * import { isRecording } from "@milterkit/milterkit";
+ * import { isRecording } from "@milterkit/milterkit/inspect";
  * import assert from "node:assert/strict";
  * assert.ok(isRecording('{"format":"milterkit-recording","version":1}'));
  * ```
@@ -273,7 +273,7 @@ function parseHeader(text: string, n: number): Record<string, unknown> {
  *
  * @example
  * ```ts
- * import { readRecording } from "@milterkit/milterkit";
+ * import { readRecording } from "@milterkit/milterkit/inspect";
  * import assert from "node:assert/strict";
  * const r = readRecording('{"format":"milterkit-recording","version":1}\n');
  * assert.deepEqual(r.sessions, []);
@@ -315,7 +315,7 @@ export function readRecording(input: string | Iterable<string>): Recording {
  *
  * @example
  * ```ts
- * import { readSegmentLog } from "@milterkit/milterkit";
+ * import { readSegmentLog } from "@milterkit/milterkit/inspect";
  * import assert from "node:assert/strict";
  * const s = readSegmentLog('{"t": 0.5, "dir": "to-mta", "len": 5, "hex": "0000000163"}\n');
  * assert.equal(s.toMta.length, 5);

@@ -25,7 +25,7 @@ import { SMFIP } from "../wire/constants.ts";
  *
  * @example
  * ```ts
- * import type { ReplayStep } from "@milterkit/milterkit";
+ * import type { ReplayStep } from "@milterkit/milterkit/inspect";
  * const s: ReplayStep = {
  *   seq: 4, command: "MAIL <a@b>", recorded: ["CONTINUE"], replayed: ["CONTINUE"], same: true,
  * };
@@ -59,7 +59,7 @@ export interface ReplayStep {
  *
  * @example
  * ```ts
- * import type { ReplayReport } from "@milterkit/milterkit";
+ * import type { ReplayReport } from "@milterkit/milterkit/inspect";
  * const changed = (r: ReplayReport) => r.steps.filter((s) => !s.same).map((s) => s.command);
  * ```
  */
@@ -150,7 +150,9 @@ function eomAnswers(r: EomResult): Answer[] {
  *
  * @example
  * ```ts
- * import { annotateStreams, encodeCommand, encodeReply, replaySession, serveConnection } from "@milterkit/milterkit";
+ * import { annotateStreams, replaySession } from "@milterkit/milterkit/inspect";
+ * import { encodeCommand, encodeReply } from "@milterkit/milterkit/wire";
+ * import { serveConnection } from "@milterkit/milterkit";
  * import { duplexPair } from "@milterkit/milterkit/testing";
  * import assert from "node:assert/strict";
  * const cat = (xs: Uint8Array[]) => Uint8Array.from(xs.flatMap((x) => [...x]));
@@ -374,7 +376,7 @@ function message(e: unknown): string {
  *
  * @example
  * ```ts
- * import { renderReplay } from "@milterkit/milterkit";
+ * import { renderReplay } from "@milterkit/milterkit/inspect";
  * import assert from "node:assert/strict";
  * const text = renderReplay({
  *   steps: [{ seq: 2, command: "MAIL <a@b>", recorded: ["CONTINUE"], replayed: ["REJECT"], same: false }],

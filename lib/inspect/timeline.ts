@@ -61,7 +61,7 @@ function hexdump(b: Uint8Array, max = 64): string {
  *
  * @example
  * ```ts
- * import { describeOutcome } from "@milterkit/milterkit";
+ * import { describeOutcome } from "@milterkit/milterkit/inspect";
  * import assert from "node:assert/strict";
  * assert.equal(describeOutcome({ kind: "accept", stage: "eom", reply: "continue" }), "ACCEPT (continue at eom)");
  * ```
@@ -84,7 +84,8 @@ export function describeOutcome(o: Outcome): string {
  *
  * @example
  * ```ts
- * import { annotateStreams, renderTimeline, encodeCommand } from "@milterkit/milterkit";
+ * import { annotateStreams, renderTimeline } from "@milterkit/milterkit/inspect";
+ * import { encodeCommand } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * const a = annotateStreams({ toFilter: encodeCommand({ type: "quit" }), toMta: new Uint8Array(0) });
  * const text = renderTimeline({ id: "s0", notes: [], summary: a.summary(), events: a.events });
@@ -200,7 +201,8 @@ export function renderTimeline(report: SessionReport, options: TimelineOptions =
  *
  * @example
  * ```ts
- * import { annotateStreams, sessionToJson, encodeCommand } from "@milterkit/milterkit";
+ * import { annotateStreams, sessionToJson } from "@milterkit/milterkit/inspect";
+ * import { encodeCommand } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * const a = annotateStreams({ toFilter: encodeCommand({ type: "quit" }), toMta: new Uint8Array(0) });
  * const json = sessionToJson({ id: "s0", notes: [], summary: a.summary(), events: a.events });

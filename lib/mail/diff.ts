@@ -73,7 +73,7 @@ function lcsOps(a: readonly string[], b: readonly string[], maxCells: number): O
  *
  * @example
  * ```ts
- * import { diffLines } from "@milterkit/milterkit";
+ * import { diffLines } from "@milterkit/milterkit/mta";
  * import assert from "node:assert/strict";
  * const d = diffLines("a\nb\nc\n", "a\nB\nc\n", { context: 1 });
  * assert.equal(d, "--- a\n+++ b\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n");
@@ -141,7 +141,7 @@ export function diffLines(before: string, after: string, options: DiffOptions = 
  *
  * @example
  * ```ts
- * import { messageDiff, parseMessage } from "@milterkit/milterkit";
+ * import { messageDiff, parseMessage } from "@milterkit/milterkit/mta";
  * import assert from "node:assert/strict";
  * const a = parseMessage(new TextEncoder().encode("Subject: a\r\n\r\nx\r\n"));
  * const b = { ...a, headers: [...a.headers, { name: "X-Spam", value: " yes" }] };

@@ -16,7 +16,7 @@ import type { EsmtpParam } from "./envelope.ts";
  *
  * @example
  * ```ts
- * import { parseEsmtpArgs } from "@milterkit/milterkit";
+ * import { parseEsmtpArgs } from "@milterkit/milterkit/mta";
  * import assert from "node:assert/strict";
  * assert.deepEqual(parseEsmtpArgs(["size=86", "SMTPUTF8"]), [
  *   { name: "SIZE", value: "86", raw: "size=86" },
@@ -47,7 +47,7 @@ export function parseEsmtpArgs(args: readonly string[]): EsmtpParam[] {
  *
  * @example
  * ```ts
- * import { splitEsmtpArgs } from "@milterkit/milterkit";
+ * import { splitEsmtpArgs } from "@milterkit/milterkit/mta";
  * import assert from "node:assert/strict";
  * assert.deepEqual(splitEsmtpArgs(" RET=HDRS  ENVID=abc"), ["RET=HDRS", "ENVID=abc"]);
  * ```
@@ -66,7 +66,7 @@ export function splitEsmtpArgs(args: string | undefined): string[] {
  *
  * @example
  * ```ts
- * import { parseAddress } from "@milterkit/milterkit";
+ * import { parseAddress } from "@milterkit/milterkit/mta";
  * import assert from "node:assert/strict";
  * assert.equal(parseAddress("<a@example.com>").address, "a@example.com");
  * assert.equal(parseAddress("<>").address, "");
@@ -91,7 +91,7 @@ export function parseAddress(raw: string): { address: string; raw: string } {
  *
  * @example
  * ```ts
- * import { splitAddress } from "@milterkit/milterkit";
+ * import { splitAddress } from "@milterkit/milterkit/mta";
  * import assert from "node:assert/strict";
  * assert.deepEqual(splitAddress("a@example.com"), { local: "a", domain: "example.com" });
  * ```

@@ -13,7 +13,7 @@ import { decodeText, encodeText } from "../wire/text.ts";
  *
  * @example
  * ```ts
- * import type { MessageHeader } from "@milterkit/milterkit";
+ * import type { MessageHeader } from "@milterkit/milterkit/mta";
  * const h: MessageHeader = { name: "To", value: " a@example.com,\n\tb@example.com" };
  * ```
  */
@@ -34,7 +34,7 @@ export interface MessageHeader {
  *
  * @example
  * ```ts
- * import type { ParsedMessage } from "@milterkit/milterkit";
+ * import type { ParsedMessage } from "@milterkit/milterkit/mta";
  * const m: ParsedMessage = { headers: [{ name: "Subject", value: " hi" }], body: new Uint8Array() };
  * ```
  */
@@ -58,7 +58,7 @@ const HEADER_NAME = /^([\x21-\x39\x3b-\x7e]+)[ \t]*:/;
  *
  * @example
  * ```ts
- * import { toCrlf } from "@milterkit/milterkit";
+ * import { toCrlf } from "@milterkit/milterkit/mta";
  * import assert from "node:assert/strict";
  * const out = toCrlf(new TextEncoder().encode("a\nb"));
  * assert.equal(new TextDecoder().decode(out), "a\r\nb\r\n");
@@ -126,7 +126,7 @@ function parseHeaderSection(bytes: Uint8Array): { headers: MessageHeader[]; body
  *
  * @example
  * ```ts
- * import { parseMessage } from "@milterkit/milterkit";
+ * import { parseMessage } from "@milterkit/milterkit/mta";
  * import assert from "node:assert/strict";
  * const m = parseMessage(new TextEncoder().encode("Subject: hi\nTo: a,\n b\n\nbody\n"));
  * assert.deepEqual(m.headers, [{ name: "Subject", value: " hi" }, { name: "To", value: " a,\n b" }]);
@@ -148,7 +148,7 @@ export function parseMessage(bytes: Uint8Array): ParsedMessage {
  *
  * @example
  * ```ts
- * import { parseHeaderField } from "@milterkit/milterkit";
+ * import { parseHeaderField } from "@milterkit/milterkit/mta";
  * import assert from "node:assert/strict";
  * assert.deepEqual(parseHeaderField("X-A: 1"), { name: "X-A", value: " 1" });
  * ```
@@ -170,7 +170,7 @@ export function parseHeaderField(text: string): MessageHeader {
  *
  * @example
  * ```ts
- * import { formatHeaderField } from "@milterkit/milterkit";
+ * import { formatHeaderField } from "@milterkit/milterkit/mta";
  * import assert from "node:assert/strict";
  * assert.equal(formatHeaderField({ name: "To", value: " a,\n b" }), "To: a,\r\n b\r\n");
  * ```
@@ -188,7 +188,7 @@ export function formatHeaderField(header: MessageHeader): string {
  *
  * @example
  * ```ts
- * import { parseMessage, serializeMessage } from "@milterkit/milterkit";
+ * import { parseMessage, serializeMessage } from "@milterkit/milterkit/mta";
  * import assert from "node:assert/strict";
  * const bytes = new TextEncoder().encode("Subject: hi\r\n\r\nbody\r\n");
  * assert.deepEqual(serializeMessage(parseMessage(bytes)), bytes);

@@ -17,7 +17,7 @@ import type { Modification, MtaStyle } from "../wire/types.ts";
  *
  * @example
  * ```ts
- * import type { EnvelopeRecipient } from "@milterkit/milterkit";
+ * import type { EnvelopeRecipient } from "@milterkit/milterkit/mta";
  * const r: EnvelopeRecipient = { recipient: "<b@example.com>", args: ["NOTIFY=NEVER"] };
  * ```
  */
@@ -33,7 +33,7 @@ export interface EnvelopeRecipient {
  *
  * @example
  * ```ts
- * import type { Envelope } from "@milterkit/milterkit";
+ * import type { Envelope } from "@milterkit/milterkit/mta";
  * const e: Envelope = { sender: "<a@example.org>", senderArgs: [], recipients: [] };
  * ```
  */
@@ -68,7 +68,7 @@ export interface ApplyOptions {
  *
  * @example
  * ```ts
- * import type { AppliedMessage } from "@milterkit/milterkit";
+ * import type { AppliedMessage } from "@milterkit/milterkit/mta";
  * const a: AppliedMessage = {
  *   message: { headers: [], body: new Uint8Array() },
  *   envelope: { sender: "<>", senderArgs: [], recipients: [] },
@@ -130,7 +130,7 @@ function findOccurrence(entries: Entry[], name: string, index: number, mta: MtaS
  *
  * @example
  * ```ts
- * import { applyModifications, parseMessage } from "@milterkit/milterkit";
+ * import { applyModifications, parseMessage } from "@milterkit/milterkit/mta";
  * import assert from "node:assert/strict";
  * const msg = parseMessage(new TextEncoder().encode("Subject: hi\r\n\r\nbody\r\n"));
  * const env = { sender: "<a@b>", senderArgs: [], recipients: [{ recipient: "<c@d>", args: [] }] };

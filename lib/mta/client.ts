@@ -50,7 +50,8 @@ const CONTINUE: FinalReply = { type: "continue" };
  *
  * @example
  * ```ts
- * import { MilterClient, serveConnection } from "@milterkit/milterkit";
+ * import { MilterClient } from "@milterkit/milterkit/mta";
+ * import { serveConnection } from "@milterkit/milterkit";
  * import { duplexPair } from "@milterkit/milterkit/testing";
  * import assert from "node:assert/strict";
  * const [mta, filterSide] = duplexPair();

@@ -33,7 +33,7 @@ async function within<T>(p: Promise<T>, ms: number, onTimeout: () => Error): Pro
  *
  * @example
  * ```ts
- * import { FrameChannel } from "@milterkit/milterkit";
+ * import { FrameChannel } from "./io.ts";
  * import { duplexPair } from "@milterkit/milterkit/testing";
  * import assert from "node:assert/strict";
  * const [a, b] = duplexPair();

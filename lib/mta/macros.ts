@@ -27,7 +27,7 @@ import type { Command, MtaStyle } from "../wire/types.ts";
  *
  * @example
  * ```ts
- * import { macroCommand } from "@milterkit/milterkit";
+ * import { macroCommand } from "./macros.ts";
  * import assert from "node:assert/strict";
  * const lists = new Map([["M", new Set(["{mail_addr}"])]]);
  * const m = macroCommand("M", { "{mail_addr}": "a@b", "{mail_host}": "b" }, lists, "postfix");

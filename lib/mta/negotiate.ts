@@ -17,7 +17,7 @@ import { ACTION_NAMES, flagNames, PROTOCOL_NAMES, SMFIP } from "../wire/constant
  *
  * @example
  * ```ts
- * import type { MtaOffer } from "@milterkit/milterkit";
+ * import type { MtaOffer } from "@milterkit/milterkit/mta";
  * const v6: MtaOffer = { version: 6, actions: 0x1ff, protocol: 0x1fffff };
  * ```
  */
@@ -45,7 +45,7 @@ export type MtaPreset =
  *
  * @example
  * ```ts
- * import { MTA_OFFERS } from "@milterkit/milterkit";
+ * import { MTA_OFFERS } from "@milterkit/milterkit/mta";
  * import assert from "node:assert/strict";
  * assert.equal(MTA_OFFERS["postfix-2"].protocol, 0x7f);
  * ```
@@ -92,7 +92,7 @@ export interface NegotiationOutcome {
  *
  * @example
  * ```ts
- * import { macroKey } from "@milterkit/milterkit";
+ * import { macroKey } from "./negotiate.ts";
  * import assert from "node:assert/strict";
  * assert.equal(macroKey("{i}"), "i");
  * assert.equal(macroKey("{mail_addr}"), "{mail_addr}");
@@ -135,7 +135,8 @@ function parseLists(
  *
  * @example
  * ```ts
- * import { judgeOptnegReply, MTA_OFFERS } from "@milterkit/milterkit";
+ * import { judgeOptnegReply } from "./negotiate.ts";
+ * import { MTA_OFFERS } from "@milterkit/milterkit/mta";
  * import assert from "node:assert/strict";
  * const out = judgeOptnegReply(MTA_OFFERS.postfix, {
  *   type: "optneg", version: 2, actions: 0x11, protocol: 0,
@@ -219,7 +220,7 @@ export function judgeOptnegReply(
  *
  * @example
  * ```ts
- * import { replyName } from "@milterkit/milterkit";
+ * import { replyName } from "./negotiate.ts";
  * import assert from "node:assert/strict";
  * assert.equal(replyName({ type: "addheader", name: "X", value: "1" }), "SMFIR_ADDHEADER");
  * ```

@@ -17,7 +17,7 @@ export type MacroStageLetter = "C" | "H" | "M" | "R" | "T" | "L" | "N" | "B" | "
  *
  * @example
  * ```ts
- * import type { MtaIdentity } from "@milterkit/milterkit";
+ * import type { MtaIdentity } from "@milterkit/milterkit/mta";
  * const id: MtaIdentity = { hostname: "mx.example.com", mailer: "virtual" };
  * ```
  */
@@ -39,7 +39,7 @@ export interface MtaIdentity {
  *
  * @example
  * ```ts
- * import type { MacroFacts } from "@milterkit/milterkit";
+ * import type { MacroFacts } from "@milterkit/milterkit/mta";
  * const f: MacroFacts = { sender: "<a@example.org>", queueId: "3713A16C0A7" };
  * ```
  */
@@ -80,7 +80,7 @@ export const DEFAULT_IDENTITY: Required<MtaIdentity> = {
  *
  * @example
  * ```ts
- * import { postfixMacros } from "@milterkit/milterkit";
+ * import { postfixMacros } from "@milterkit/milterkit/mta";
  * import assert from "node:assert/strict";
  * assert.deepEqual(postfixMacros("R", { recipient: "<bob@example.com>", queueId: "7A69B20C018" }), [
  *   ["i", "7A69B20C018"],
@@ -170,7 +170,7 @@ export function postfixMacros(
  *
  * @example
  * ```ts
- * import { sendmailMacros } from "@milterkit/milterkit";
+ * import { sendmailMacros } from "@milterkit/milterkit/mta";
  * import assert from "node:assert/strict";
  * assert.deepEqual(sendmailMacros("M", { sender: "<a@example.com>", queueId: "6ALIQsCY017002" }), [
  *   ["i", "6ALIQsCY017002"],
@@ -248,7 +248,7 @@ function clientMacro(c: ConnectInfo): string {
  *
  * @example
  * ```ts
- * import { newQueueId } from "@milterkit/milterkit";
+ * import { newQueueId } from "@milterkit/milterkit/mta";
  * import assert from "node:assert/strict";
  * assert.match(newQueueId(), /^[0-9A-F]{11}$/);
  * ```

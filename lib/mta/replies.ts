@@ -48,7 +48,7 @@ const ACTION_LABEL: Readonly<Record<number, string>> = {
  *
  * @example
  * ```ts
- * import { replyCodeProblem } from "@milterkit/milterkit";
+ * import { replyCodeProblem } from "./replies.ts";
  * import assert from "node:assert/strict";
  * assert.equal(replyCodeProblem("550 5.7.1 No"), undefined);
  * assert.match(replyCodeProblem("250 ok") ?? "", /4xx\/5xx/);
@@ -99,7 +99,7 @@ export type Judgement =
  *
  * @example
  * ```ts
- * import { ReplyJudge } from "@milterkit/milterkit";
+ * import { ReplyJudge } from "./replies.ts";
  * import assert from "node:assert/strict";
  * const j = new ReplyJudge({ stage: "eom", actions: 0x1, protocol: 0, mta: "postfix" });
  * assert.equal(j.judge({ type: "addheader", name: "X", value: "1" }).kind, "modification");

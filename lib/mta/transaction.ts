@@ -104,7 +104,8 @@ function merge(defaults: [string, string][], extra: MacroInput | undefined): [st
  *
  * @example
  * ```ts
- * import { endSession, MilterClient, runTransaction, serveConnection } from "@milterkit/milterkit";
+ * import { endSession, MilterClient, runTransaction } from "@milterkit/milterkit/mta";
+ * import { serveConnection } from "@milterkit/milterkit";
  * import { duplexPair } from "@milterkit/milterkit/testing";
  * import assert from "node:assert/strict";
  * const [mta, filterSide] = duplexPair();
@@ -290,7 +291,7 @@ export async function runTransaction(
  *
  * @example
  * ```ts
- * import { endSession, type MilterClient } from "@milterkit/milterkit";
+ * import { endSession, type MilterClient } from "@milterkit/milterkit/mta";
  * async function done(client: MilterClient) {
  *   await endSession(client);
  * }
@@ -321,7 +322,7 @@ export async function endSession(client: MilterClient): Promise<void> {
  *
  * @example
  * ```ts
- * import { newSession, type MilterClient } from "@milterkit/milterkit";
+ * import { newSession, type MilterClient } from "@milterkit/milterkit/mta";
  * async function next(client: MilterClient) {
  *   await newSession(client);
  * }

@@ -54,7 +54,7 @@ export type NotSentReason = "disabled" | "version" | "skipped" | "empty";
  *
  * @example
  * ```ts
- * import type { CommandResult } from "@milterkit/milterkit";
+ * import type { CommandResult } from "@milterkit/milterkit/mta";
  * const r: CommandResult = { outcome: "replied", verdict: { type: "continue" }, progress: 0 };
  * ```
  */
@@ -80,7 +80,7 @@ export interface BodyResult extends CommandResult {
  *
  * @example
  * ```ts
- * import type { EomResult } from "@milterkit/milterkit";
+ * import type { EomResult } from "@milterkit/milterkit/mta";
  * const r: EomResult = { verdict: { type: "accept" }, modifications: [], progress: 0 };
  * ```
  */
@@ -98,7 +98,7 @@ export interface EomResult {
  *
  * @example
  * ```ts
- * import type { ClientOptions } from "@milterkit/milterkit";
+ * import type { ClientOptions } from "@milterkit/milterkit/mta";
  * const o: ClientOptions = { preset: "postfix-2", commandTimeoutMs: 5000 };
  * ```
  */
@@ -147,7 +147,7 @@ export interface ClientOptions {
  *
  * @example
  * ```ts
- * import { macroPairs } from "@milterkit/milterkit";
+ * import { macroPairs } from "./types.ts";
  * import assert from "node:assert/strict";
  * assert.deepEqual(macroPairs({ i: "Q1" }), [["i", "Q1"]]);
  * assert.deepEqual(macroPairs(new Map([["j", "mx"]])), [["j", "mx"]]);
@@ -166,7 +166,7 @@ export function macroPairs(macros: MacroInput | undefined): [string, string][] {
  *
  * @example
  * ```ts
- * import type { TransactionInput } from "@milterkit/milterkit";
+ * import type { TransactionInput } from "@milterkit/milterkit/mta";
  * const tx: TransactionInput = {
  *   connect: { hostname: "[192.0.2.1]", family: "inet", address: "192.0.2.1", port: 4711 },
  *   helo: "client.example.net",
@@ -222,7 +222,7 @@ export type TransactionStage = Exclude<Stage, "unknown">;
  *
  * @example
  * ```ts
- * import type { StageReply } from "@milterkit/milterkit";
+ * import type { StageReply } from "@milterkit/milterkit/mta";
  * const s: StageReply = {
  *   stage: "envrcpt", detail: "<b@c>",
  *   result: { outcome: "replied", verdict: { type: "reject" }, progress: 0 },
@@ -245,7 +245,7 @@ export interface StageReply {
  *
  * @example
  * ```ts
- * import type { TransactionVerdict } from "@milterkit/milterkit";
+ * import type { TransactionVerdict } from "@milterkit/milterkit/mta";
  * const v: TransactionVerdict = { type: "reject", stage: "eom", scope: "message", reply: "550 5.7.1 No" };
  * ```
  */
@@ -265,7 +265,7 @@ export interface TransactionVerdict {
  *
  * @example
  * ```ts
- * import type { TransactionResult } from "@milterkit/milterkit";
+ * import type { TransactionResult } from "@milterkit/milterkit/mta";
  * function delivered(r: TransactionResult): boolean {
  *   return r.delivered && r.result !== undefined;
  * }

@@ -1,13 +1,13 @@
 /**
  * Listen and connect by socket spec with the adapter of the running runtime: Deno's, Bun's, or
  * `node:net` elsewhere. Adapters load on first use, so nothing runtime-specific is imported
- * until a socket is needed. `mod.ts` re-exports `listen`/`connect` as `listenSocket` and
- * `connectSocket` (the milter server owns the name `listen`).
+ * until a socket is needed. Internal: users open sockets with `listen` from the package's entry
+ * point (a milter server) or with the adapters' entry points (`@milterkit/milterkit/node`...).
  *
  * @module
  */
 
-import { parseSocketSpec, type SocketAddress } from "./socket_spec.ts";
+import { type SocketAddress, toSocketAddress } from "./socket_spec.ts";
 import type {
   AdapterName,
   Connection,
@@ -25,7 +25,7 @@ import type {
  *
  * @example
  * ```ts
- * import { runtimeAdapterName } from "@milterkit/milterkit";
+ * import { runtimeAdapterName } from "./net.ts";
  * import assert from "node:assert/strict";
  * assert.ok(["deno", "bun", "node"].includes(runtimeAdapterName()));
  * ```
@@ -46,7 +46,7 @@ export function runtimeAdapterName(): AdapterName {
  *
  * @example
  * ```ts
- * import { adapterFor } from "@milterkit/milterkit";
+ * import { adapterFor } from "./net.ts";
  * import assert from "node:assert/strict";
  * const adapter = await adapterFor("node");
  * assert.equal(adapter.name, "node");
@@ -67,10 +67,6 @@ export async function adapterFor(
     default:
       throw new TypeError(`Unknown adapter ${JSON.stringify(name)}: expected deno, bun or node`);
   }
-}
-
-function toAddress(spec: string | SocketAddress): SocketAddress {
-  return typeof spec === "string" ? parseSocketSpec(spec) : spec;
 }
 
 /** Options of {@link listen}: listen options plus an explicit adapter. */
@@ -97,7 +93,7 @@ export interface NetConnectOptions extends ConnectOptions {
  *
  * @example
  * ```ts
- * import { listenSocket } from "@milterkit/milterkit";
+ * import { listen as listenSocket } from "./net.ts";
  * import assert from "node:assert/strict";
  * const listener = await listenSocket("inet:0@127.0.0.1");
  * assert.ok(listener.address.transport === "tcp" && listener.address.port > 0);
@@ -108,7 +104,7 @@ export async function listen(
   spec: string | SocketAddress,
   options: NetListenOptions = {},
 ): Promise<Listener> {
-  const address = toAddress(spec);
+  const address = toSocketAddress(spec);
   const adapter = options.adapter ?? await adapterFor();
   return adapter.listen(address, options);
 }
@@ -125,7 +121,7 @@ export async function listen(
  *
  * @example
  * ```ts
- * import { connectSocket, listenSocket } from "@milterkit/milterkit";
+ * import { connect as connectSocket, listen as listenSocket } from "./net.ts";
  * const listener = await listenSocket("inet:0");
  * const conn = await connectSocket(listener.address, { timeoutMs: 5000 });
  * conn.close();
@@ -136,7 +132,7 @@ export async function connect(
   spec: string | SocketAddress,
   options: NetConnectOptions = {},
 ): Promise<Connection> {
-  const address = toAddress(spec);
+  const address = toSocketAddress(spec);
   const adapter = options.adapter ?? await adapterFor();
   return adapter.connect(address, options);
 }

@@ -30,7 +30,8 @@ export type SocketSpecProblem = "empty" | "scheme" | "port" | "host" | "path";
  *
  * @example
  * ```ts
- * import { parseSocketSpec, SocketSpecError } from "@milterkit/milterkit";
+ * import { parseSocketSpec } from "./socket_spec.ts";
+ * import { SocketSpecError } from "@milterkit/milterkit";
  * import assert from "node:assert/strict";
  * assert.throws(() => parseSocketSpec("inet:99999@127.0.0.1"), SocketSpecError);
  * ```
@@ -156,7 +157,7 @@ function unix(spec: string, path: string): SocketAddress {
  *
  * @example
  * ```ts
- * import { parseSocketSpec } from "@milterkit/milterkit";
+ * import { parseSocketSpec } from "./socket_spec.ts";
  * import assert from "node:assert/strict";
  * assert.deepEqual(parseSocketSpec("inet:8890@127.0.0.1"),
  *   { transport: "tcp", hostname: "127.0.0.1", port: 8890 });
@@ -232,7 +233,7 @@ export interface FormatSocketSpecOptions {
  *
  * @example
  * ```ts
- * import { formatSocketSpec } from "@milterkit/milterkit";
+ * import { formatSocketSpec } from "./socket_spec.ts";
  * import assert from "node:assert/strict";
  * const addr = { transport: "tcp", hostname: "::1", port: 8890 } as const;
  * assert.equal(formatSocketSpec(addr), "inet6:8890@::1");
@@ -249,4 +250,15 @@ export function formatSocketSpec(
     return `inet:${v6 ? `[${address.hostname}]` : address.hostname}:${address.port}`;
   }
   return `${v6 ? "inet6" : "inet"}:${address.port}@${address.hostname}`;
+}
+
+/**
+ * A socket spec parsed, or an address passed through: what `listen`/`connect` take.
+ *
+ * @param spec Socket spec (`inet:8890@127.0.0.1`, `unix:/run/m.sock`) or address.
+ * @returns The address.
+ * @throws {SocketSpecError} The spec cannot be parsed.
+ */
+export function toSocketAddress(spec: string | SocketAddress): SocketAddress {
+  return typeof spec === "string" ? parseSocketSpec(spec) : spec;
 }

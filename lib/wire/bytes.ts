@@ -14,7 +14,7 @@ import { decodeText, encodeText } from "./text.ts";
  *
  * @example
  * ```ts
- * import { ByteReader } from "@milterkit/milterkit";
+ * import { ByteReader } from "./bytes.ts";
  * import assert from "node:assert/strict";
  * const r = new ByteReader(new Uint8Array([0x61, 0, 0, 7]), 0x4c, "SMFIC_HEADER");
  * assert.equal(r.cstring("name"), "a");
@@ -133,7 +133,7 @@ export type Field =
  *
  * @example
  * ```ts
- * import { buildFrame } from "@milterkit/milterkit";
+ * import { buildFrame } from "./bytes.ts";
  * import assert from "node:assert/strict";
  * const f = buildFrame(0x68, [{ cstring: "X-A" }, { cstring: "1" }]);
  * assert.deepEqual([...f.subarray(0, 5)], [0, 0, 0, 7, 0x68]);

@@ -49,7 +49,8 @@ export function stageOf(type: CommandType): Stage | undefined {
  *
  * @example
  * ```ts
- * import { NO_EVENT_BIT, SMFIP } from "@milterkit/milterkit";
+ * import { NO_EVENT_BIT } from "./command_bits.ts";
+ * import { SMFIP } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.equal(NO_EVENT_BIT.header, SMFIP.NOHDRS);
  * ```
@@ -72,7 +73,8 @@ export const NO_EVENT_BIT: Readonly<Partial<Record<CommandType, number>>> = {
  *
  * @example
  * ```ts
- * import { NO_REPLY_BIT, SMFIP } from "@milterkit/milterkit";
+ * import { NO_REPLY_BIT } from "./command_bits.ts";
+ * import { SMFIP } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.equal(NO_REPLY_BIT.rcpt, SMFIP.NR_RCPT);
  * ```
@@ -98,7 +100,7 @@ export const NO_REPLY_BIT: Readonly<Partial<Record<CommandType, number>>> = {
  *
  * @example
  * ```ts
- * import { expectsReply, SMFIP } from "@milterkit/milterkit";
+ * import { expectsReply, SMFIP } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.equal(expectsReply("header", SMFIP.NR_HDR), false);
  * assert.equal(expectsReply("eom", 0x1fffff), true);
@@ -115,7 +117,8 @@ export function expectsReply(type: CommandType, protocol: number): boolean {
  *
  * @example
  * ```ts
- * import { MODIFICATION_ACTION, SMFIF } from "@milterkit/milterkit";
+ * import { MODIFICATION_ACTION } from "./command_bits.ts";
+ * import { SMFIF } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.equal(MODIFICATION_ACTION.insheader, SMFIF.ADDHDRS);
  * ```

@@ -41,7 +41,7 @@ const EMPTY = new Uint8Array(0);
  *
  * @example
  * ```ts
- * import { decodeCommand } from "@milterkit/milterkit";
+ * import { decodeCommand } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * const helo = decodeCommand({ code: 0x48, payload: new TextEncoder().encode("mx\0") });
  * assert.deepEqual(helo, { type: "helo", name: "mx" });
@@ -163,7 +163,7 @@ function empty(code: number, name: string, field: string): MilterProtocolError {
  *
  * @example
  * ```ts
- * import { encodeCommand } from "@milterkit/milterkit";
+ * import { encodeCommand } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.deepEqual([...encodeCommand({ type: "quit" })], [0, 0, 0, 1, 0x51]);
  * ```

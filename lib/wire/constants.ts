@@ -10,7 +10,7 @@
  *
  * @example Look up the byte of a command
  * ```ts
- * import { SMFIC } from "@milterkit/milterkit";
+ * import { SMFIC } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.equal(SMFIC.CONNECT, 0x43); // 'C'
  * ```
@@ -53,7 +53,7 @@ export const SMFIC = {
  *
  * @example
  * ```ts
- * import { SMFIR } from "@milterkit/milterkit";
+ * import { SMFIR } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.equal(String.fromCharCode(SMFIR.REPLYCODE), "y");
  * ```
@@ -108,7 +108,7 @@ export const SMFIR = {
  *
  * @example
  * ```ts
- * import { SMFIF } from "@milterkit/milterkit";
+ * import { SMFIF } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.equal(SMFIF.ADDHDRS | SMFIF.CHGHDRS, 0x11);
  * ```
@@ -139,7 +139,7 @@ export const SMFIF = {
  *
  * @example
  * ```ts
- * import { SMFIP } from "@milterkit/milterkit";
+ * import { SMFIP } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.equal(SMFIP.NR_HDR, 0x80);
  * ```
@@ -199,7 +199,7 @@ export const SMFIP = {
  *
  * @example
  * ```ts
- * import { SMFIM } from "@milterkit/milterkit";
+ * import { SMFIM } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.equal(SMFIM.ENVFROM, 2);
  * ```
@@ -259,7 +259,7 @@ export const PROTOCOL_NAMES: Readonly<Record<number, string>> = Object.fromEntri
  *
  * @example
  * ```ts
- * import { flagNames, ACTION_NAMES } from "@milterkit/milterkit";
+ * import { flagNames, ACTION_NAMES } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.deepEqual(flagNames(0x11, ACTION_NAMES), ["ADDHDRS", "CHGHDRS"]);
  * ```

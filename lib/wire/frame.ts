@@ -36,7 +36,7 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
  *
  * @example
  * ```ts
- * import { sniffForeignProtocol } from "@milterkit/milterkit";
+ * import { sniffForeignProtocol } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * const get = new TextEncoder().encode("GET / HTTP/1.1");
  * assert.equal(sniffForeignProtocol(get), 'an HTTP request ("GET ")');
@@ -69,7 +69,7 @@ export function sniffForeignProtocol(head: Uint8Array): string | undefined {
  *
  * @example
  * ```ts
- * import { FrameDecoder } from "@milterkit/milterkit";
+ * import { FrameDecoder } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * const d = new FrameDecoder();
  * assert.deepEqual(d.push(new Uint8Array([0, 0, 0])), []);
@@ -228,7 +228,7 @@ export class FrameDecoder {
  *
  * @example
  * ```ts
- * import { describeCode } from "@milterkit/milterkit";
+ * import { describeCode } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.equal(describeCode(0x43), "'C' (0x43)");
  * ```
@@ -244,7 +244,7 @@ export function describeCode(code: number): string {
  *
  * @example
  * ```ts
- * import { FrameDecoderStream } from "@milterkit/milterkit";
+ * import { FrameDecoderStream } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * const frames = ReadableStream.from([new Uint8Array([0, 0, 0, 1, 0x63])])
  *   .pipeThrough(new FrameDecoderStream());
@@ -279,7 +279,7 @@ export class FrameDecoderStream extends TransformStream<Uint8Array, Frame> {
  *
  * @example
  * ```ts
- * import { encodeFrame } from "@milterkit/milterkit";
+ * import { encodeFrame } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.deepEqual([...encodeFrame(0x63)], [0, 0, 0, 1, 0x63]);
  * ```

@@ -40,7 +40,7 @@ const SIMPLE_CODE: Readonly<Record<string, number>> = Object.fromEntries(
  *
  * @example
  * ```ts
- * import { decodeReply } from "@milterkit/milterkit";
+ * import { decodeReply } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.deepEqual(decodeReply({ code: 0x61, payload: new Uint8Array(0) }), { type: "accept" });
  * ```
@@ -137,7 +137,7 @@ export function decodeReply(frame: Frame): Reply {
  *
  * @example
  * ```ts
- * import { encodeReply } from "@milterkit/milterkit";
+ * import { encodeReply } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.deepEqual([...encodeReply({ type: "continue" })], [0, 0, 0, 1, 0x63]);
  * ```

@@ -157,7 +157,8 @@ function pushUtf8(out: number[], c: number): void {
  *
  * @example
  * ```ts
- * import { decodeText, displayText } from "@milterkit/milterkit";
+ * import { decodeText } from "@milterkit/milterkit";
+ * import { displayText } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.equal(displayText(decodeText(new Uint8Array([0x41, 0xff]))), "A\\xff");
  * ```

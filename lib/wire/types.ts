@@ -71,7 +71,7 @@ export interface ByteChannel {
  *
  * @example
  * ```ts
- * import type { Frame } from "@milterkit/milterkit";
+ * import type { Frame } from "@milterkit/milterkit/wire";
  * const quit: Frame = { code: 0x51, payload: new Uint8Array(0) };
  * ```
  */
@@ -93,7 +93,7 @@ export type ConnectFamily = "inet" | "inet6" | "unix" | "unknown";
  *
  * @example
  * ```ts
- * import { encodeCommand, type Command } from "@milterkit/milterkit";
+ * import { encodeCommand, type Command } from "@milterkit/milterkit/wire";
  * const helo: Command = { type: "helo", name: "client.example.net" };
  * const bytes = encodeCommand(helo);
  * ```
@@ -170,7 +170,7 @@ export interface SymbolList {
  *
  * @example
  * ```ts
- * import type { Modification } from "@milterkit/milterkit";
+ * import type { Modification } from "@milterkit/milterkit/wire";
  * const tag: Modification = { type: "addheader", name: "X-Spam", value: "yes" };
  * ```
  */
@@ -209,7 +209,7 @@ export type Modification =
  *
  * @example
  * ```ts
- * import { encodeReply, type Reply } from "@milterkit/milterkit";
+ * import { encodeReply, type Reply } from "@milterkit/milterkit/wire";
  * const reject: Reply = { type: "replycode", text: "550 5.7.1 Go away" };
  * const bytes = encodeReply(reject);
  * ```
@@ -255,7 +255,7 @@ export type ReplyType = Reply["type"];
  *
  * @example
  * ```ts
- * import type { Negotiated } from "@milterkit/milterkit";
+ * import type { Negotiated } from "@milterkit/milterkit/wire";
  * const n: Negotiated = { version: 6, actions: 0x1, protocol: 0, symlists: [] };
  * ```
  */

@@ -2,15 +2,11 @@
  * Runs one transaction through a filter over in-memory streams with the MTA engine, as Postfix
  * would send it: the same path a real MTA takes, without sockets.
  */
-import {
-  endSession,
-  type Filter,
-  MilterClient,
-  runTransaction,
-  serveConnection,
-  type TransactionInput,
-  type TransactionResult,
-} from "../../mod.ts";
+import type { Filter } from "../../lib/filter/filter.ts";
+import { serveConnection } from "../../lib/filter/session.ts";
+import { MilterClient } from "../../lib/mta/client.ts";
+import { endSession, runTransaction } from "../../lib/mta/transaction.ts";
+import type { TransactionInput, TransactionResult } from "../../lib/mta/types.ts";
 import { duplexPair } from "../../lib/testing/mod.ts";
 
 export async function drive(

@@ -2,8 +2,10 @@
  * A bare-bones scripted MTA for unit tests of the filter engine: writes commands, reads
  * replies, with no protocol logic of its own (so it cannot hide engine bugs).
  */
-import { decodeReply, encodeCommand, FrameDecoder } from "../../mod.ts";
-import type { Command, Duplex, Reply } from "../../mod.ts";
+import { encodeCommand } from "../../lib/wire/command_codec.ts";
+import { FrameDecoder } from "../../lib/wire/frame.ts";
+import { decodeReply } from "../../lib/wire/reply_codec.ts";
+import type { Command, Duplex, Reply } from "../../lib/wire/types.ts";
 
 export class RawMta {
   readonly #writer: WritableStreamDefaultWriter<Uint8Array>;

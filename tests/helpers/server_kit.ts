@@ -4,19 +4,13 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import assert from "node:assert/strict";
-import {
-  type AdapterName,
-  connectSocket,
-  createLogger,
-  endSession,
-  type Logger,
-  MilterClient,
-  runtimeAdapterName,
-  runTransaction,
-  type SocketAddress,
-  type TransactionInput,
-  type TransactionResult,
-} from "../../mod.ts";
+import { MilterClient } from "../../lib/mta/client.ts";
+import { endSession, runTransaction } from "../../lib/mta/transaction.ts";
+import type { TransactionInput, TransactionResult } from "../../lib/mta/types.ts";
+import type { AdapterName } from "../../lib/server/adapters/types.ts";
+import { createLogger, type Logger } from "../../lib/server/log.ts";
+import { connect as connectSocket, runtimeAdapterName } from "../../lib/server/net.ts";
+import type { SocketAddress } from "../../lib/server/socket_spec.ts";
 import type { ClientOptions } from "../../lib/mta/types.ts";
 
 /** The running runtime's native adapter, then node:net (when not the same). */

@@ -229,13 +229,17 @@ describe("a script outside the repository, run by the binary", () => {
       join(dir, "my_filter.ts"),
       `import { defineFilter, encodeText } from "@milterkit/milterkit";
 import * as viaJsr from "jsr:@milterkit/milterkit";
+import { parseMessage } from "@milterkit/milterkit/mta";
+import { SMFIC } from "@milterkit/milterkit/wire";
 
 const same = viaJsr.defineFilter === defineFilter;
 export default defineFilter({
   name: "outside",
   actions: ["addHeader"],
   eom(ctx) {
-    ctx.addHeader("X-Outside", \`same-copy=\${same}; bytes=\${encodeText("ü").length}\`);
+    const headers = parseMessage(encodeText("A: 1\\r\\nB: 2\\r\\n\\r\\n")).headers.length;
+    ctx.addHeader("X-Outside", \`same-copy=\${same}; bytes=\${encodeText("ü").length}; \` +
+      \`headers=\${headers}; eom=\${SMFIC.BODYEOB}\`);
   },
 });
 `,
@@ -251,7 +255,7 @@ export default defineFilter({
     assert.deepEqual(readdirSync(dir), ["my_filter.ts"]);
   });
 
-  it("imports @milterkit/milterkit and jsr:@milterkit/milterkit as the binary's own copy", async () => {
+  it("imports @milterkit/milterkit, its subpaths and jsr:@milterkit/milterkit as the binary's own copy", async () => {
     const r = await runBinary(["send", "-c", serve!.spec, "--json"], {
       cwd: dir,
       stdin: "From: a@example.test\nTo: b@example.test\nSubject: hi\n\nbody\n",
@@ -259,7 +263,11 @@ export default defineFilter({
     assert.equal(r.code, 0, r.stderr);
     const t = JSON.parse(r.stdout).transactions[0];
     assert.deepEqual(t.modifications, [
-      { type: "addheader", name: "X-Outside", value: "same-copy=true; bytes=2" },
+      {
+        type: "addheader",
+        name: "X-Outside",
+        value: `same-copy=true; bytes=2; headers=2; eom=${"E".charCodeAt(0)}`,
+      },
     ]);
   });
 

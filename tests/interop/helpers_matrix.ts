@@ -21,8 +21,8 @@ import {
   type EomContext,
   type Filter,
   type MessageVerdict,
-  type Verdict,
-} from "../../mod.ts";
+} from "../../lib/filter/filter.ts";
+import type { Verdict } from "../../lib/filter/verdict.ts";
 
 export {
   ensureExtraPeers,

@@ -7,15 +7,11 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import {
-  connectSocket,
-  endSession,
-  MilterClient,
-  runTransaction,
-  serializeMessage,
-  type TransactionInput,
-  type TransactionResult,
-} from "../../mod.ts";
+import { serializeMessage } from "../../lib/mail/message.ts";
+import { MilterClient } from "../../lib/mta/client.ts";
+import { endSession, runTransaction } from "../../lib/mta/transaction.ts";
+import type { TransactionInput, TransactionResult } from "../../lib/mta/types.ts";
+import { connect as connectSocket } from "../../lib/server/net.ts";
 import { ensurePeers, type PeerProcess, startLibmilterFilter, startOpenDkim } from "./harness.ts";
 import { startPymilterFilter } from "./helpers_matrix.ts";
 

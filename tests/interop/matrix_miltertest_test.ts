@@ -6,7 +6,9 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { defineFilter, listen, type MilterServer, type Verdict } from "../../mod.ts";
+import { defineFilter } from "../../lib/filter/filter.ts";
+import type { Verdict } from "../../lib/filter/verdict.ts";
+import { listen, type MilterServer } from "../../lib/server/server.ts";
 import { ensurePeers } from "./harness.ts";
 import {
   type MatrixStage,

@@ -9,7 +9,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { listen, type MilterServer } from "../../mod.ts";
+import { listen, type MilterServer } from "../../lib/server/server.ts";
 import {
   ensurePeers,
   headerValues,

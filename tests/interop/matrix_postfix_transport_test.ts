@@ -7,7 +7,8 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
-import { type ConnectInfo, listen, type MilterServer } from "../../mod.ts";
+import type { ConnectInfo } from "../../lib/mail/envelope.ts";
+import { listen, type MilterServer } from "../../lib/server/server.ts";
 import { ensurePeers, LAB_DIR, type PostfixInstance, sendMail, startPostfix } from "./harness.ts";
 import {
   addIpv6Smtpd,

@@ -7,7 +7,8 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { listen, type MilterServer, type Verdict } from "../../mod.ts";
+import type { Verdict } from "../../lib/filter/verdict.ts";
+import { listen, type MilterServer } from "../../lib/server/server.ts";
 import { ensurePeers, type PostfixInstance, startPostfix } from "./harness.ts";
 import {
   attempt,

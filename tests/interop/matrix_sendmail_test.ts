@@ -6,7 +6,8 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { listen, type MilterServer, type Verdict } from "../../mod.ts";
+import type { Verdict } from "../../lib/filter/verdict.ts";
+import { listen, type MilterServer } from "../../lib/server/server.ts";
 import { ensurePeers, headerValues, SmtpSession } from "./harness.ts";
 import {
   attempt,

@@ -5,7 +5,8 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { defineFilter, listen, type MilterServer } from "../../mod.ts";
+import { defineFilter } from "../../lib/filter/filter.ts";
+import { listen, type MilterServer } from "../../lib/server/server.ts";
 import {
   ensurePeers,
   headerValues,

@@ -7,7 +7,9 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server, type Socket } from "node:net";
-import { decodeCommand, encodeReply, FrameDecoder } from "../../mod.ts";
+import { decodeCommand } from "../../lib/wire/command_codec.ts";
+import { FrameDecoder } from "../../lib/wire/frame.ts";
+import { encodeReply } from "../../lib/wire/reply_codec.ts";
 import { type ProxyChild, startProxy, terminate } from "../helpers/proxy_child.ts";
 import {
   ensurePeers,

@@ -10,7 +10,9 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
-import { annotateStreams, connectSocket, readRecording } from "../../mod.ts";
+import { annotateStreams } from "../../lib/inspect/annotate/feed.ts";
+import { readRecording } from "../../lib/inspect/recording_read.ts";
+import { connect as connectSocket } from "../../lib/server/net.ts";
 import { replaySession } from "../../lib/inspect/replay.ts";
 import { type ProxyChild, runCli, startProxy } from "../helpers/proxy_child.ts";
 import {

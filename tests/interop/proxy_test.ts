@@ -15,7 +15,10 @@ import assert from "node:assert/strict";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { decodeReply, encodeCommand, FrameDecoder, readRecording } from "../../mod.ts";
+import { readRecording } from "../../lib/inspect/recording_read.ts";
+import { encodeCommand } from "../../lib/wire/command_codec.ts";
+import { FrameDecoder } from "../../lib/wire/frame.ts";
+import { decodeReply } from "../../lib/wire/reply_codec.ts";
 import { type ProxyChild, runCli, startProxy, terminate } from "../helpers/proxy_child.ts";
 import {
   ensurePeers,

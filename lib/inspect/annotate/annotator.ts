@@ -52,7 +52,8 @@ const LIBMILTER_MAX_DATA = 65535;
  *
  * @example
  * ```ts
- * import { SessionAnnotator, encodeCommand, encodeReply, FrameDecoder } from "@milterkit/milterkit";
+ * import { SessionAnnotator } from "@milterkit/milterkit/inspect";
+ * import { encodeCommand, encodeReply, FrameDecoder } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * const frame = (b: Uint8Array) => new FrameDecoder().push(b)[0]!;
  * const a = new SessionAnnotator();

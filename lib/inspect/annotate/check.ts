@@ -73,7 +73,7 @@ const MAX_PLAUSIBLE_INDEX = 0xffff;
  *
  * @example
  * ```ts
- * import { checkReplyText } from "@milterkit/milterkit";
+ * import { checkReplyText } from "@milterkit/milterkit/inspect";
  * import assert from "node:assert/strict";
  * assert.deepEqual(checkReplyText("550 5.7.1 No"), []);
  * assert.equal(checkReplyText("250 ok").length, 1);
@@ -130,7 +130,7 @@ export function checkReplyText(text: string): string[] {
  *
  * @example
  * ```ts
- * import { checkModification } from "@milterkit/milterkit";
+ * import { checkModification } from "@milterkit/milterkit/inspect";
  * import assert from "node:assert/strict";
  * const found = checkModification({ type: "chgheader", index: 0, name: "X", value: "" }, 0x10);
  * assert.equal(found[0]?.rule, "bad-header-index");

@@ -107,7 +107,8 @@ class Clock {
  *
  * @example
  * ```ts
- * import { annotateStreams, encodeCommand, encodeReply } from "@milterkit/milterkit";
+ * import { annotateStreams } from "@milterkit/milterkit/inspect";
+ * import { encodeCommand, encodeReply } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * const a = annotateStreams({
  *   toFilter: encodeCommand({ type: "optneg", version: 6, actions: 0x1ff, protocol: 0x1fffff }),

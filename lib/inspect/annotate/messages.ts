@@ -15,7 +15,7 @@ const IN_MESSAGE = new Set(["rcpt", "data", "header", "eoh", "body", "eom"]);
  *
  * @example
  * ```ts
- * import { MessageLog } from "@milterkit/milterkit";
+ * import { MessageLog } from "./messages.ts";
  * import assert from "node:assert/strict";
  * const log = new MessageLog();
  * log.route({ type: "mail", sender: "<a@b>", args: [] }, 0, undefined);
@@ -150,7 +150,7 @@ function lastStage(m: MessageSummary): string {
  *
  * @example
  * ```ts
- * import { outcomeOf } from "@milterkit/milterkit";
+ * import { outcomeOf } from "./messages.ts";
  * import assert from "node:assert/strict";
  * assert.equal(outcomeOf({ type: "replycode", text: "451 4.7.1 Later" }, "eom", 9)?.kind, "tempfail");
  * ```

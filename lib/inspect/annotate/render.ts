@@ -25,7 +25,7 @@ function q(s: string): string {
  *
  * @example
  * ```ts
- * import { describeDecoded } from "@milterkit/milterkit";
+ * import { describeDecoded } from "@milterkit/milterkit/inspect";
  * import assert from "node:assert/strict";
  * assert.equal(describeDecoded({ type: "rcpt", recipient: "<b@c>", args: [] }, "to-filter"), "RCPT <b@c>");
  * ```
@@ -101,7 +101,7 @@ export function describeDecoded(decoded: Decoded, direction: "to-filter" | "to-m
  *
  * @example
  * ```ts
- * import { decodedToJson } from "@milterkit/milterkit";
+ * import { decodedToJson } from "@milterkit/milterkit/inspect";
  * import assert from "node:assert/strict";
  * assert.deepEqual(decodedToJson({ type: "body", chunk: new Uint8Array(3) }), { type: "body", chunk: { size: 3 } });
  * ```

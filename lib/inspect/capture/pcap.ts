@@ -26,7 +26,7 @@ export { TCP_FLAGS, type TcpPacket } from "./packet.ts";
  *
  * @example
  * ```ts
- * import { CaptureFormatError, readCapture } from "@milterkit/milterkit";
+ * import { CaptureFormatError, readCapture } from "@milterkit/milterkit/inspect";
  * import assert from "node:assert/strict";
  * assert.throws(() => readCapture(new Uint8Array(3)), CaptureFormatError);
  * ```
@@ -67,7 +67,7 @@ export interface CaptureContents {
  *
  * @example
  * ```ts
- * import { captureKind } from "@milterkit/milterkit";
+ * import { captureKind } from "@milterkit/milterkit/inspect";
  * import assert from "node:assert/strict";
  * assert.equal(captureKind(new Uint8Array([0xd4, 0xc3, 0xb2, 0xa1])), "pcap");
  * ```
@@ -90,7 +90,7 @@ export function captureKind(bytes: Uint8Array): "pcap" | "pcapng" | undefined {
  *
  * @example
  * ```ts
- * import { readCapture } from "@milterkit/milterkit";
+ * import { readCapture } from "@milterkit/milterkit/inspect";
  * import assert from "node:assert/strict";
  * const empty = new Uint8Array(24);
  * new DataView(empty.buffer).setUint32(0, 0xa1b2c3d4);

@@ -72,7 +72,7 @@ export interface MilterConversation {
  *
  * @example
  * ```ts
- * import { looksLikeMtaStream } from "@milterkit/milterkit";
+ * import { looksLikeMtaStream } from "@milterkit/milterkit/inspect";
  * import assert from "node:assert/strict";
  * assert.ok(looksLikeMtaStream(new Uint8Array([0, 0, 0, 13, 0x4f, 0, 0, 0, 6])));
  * ```
@@ -483,7 +483,7 @@ export class TcpReassembler {
  *
  * @example
  * ```ts
- * import { findMilterConversations, readCapture } from "@milterkit/milterkit";
+ * import { findMilterConversations, readCapture } from "@milterkit/milterkit/inspect";
  * const capture = new Uint8Array(24);
  * new DataView(capture.buffer).setUint32(0, 0xa1b2c3d4);
  * const conversations = findMilterConversations(readCapture(capture).packets);

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { SocketAddress } from "../socket_spec.ts";
+import { type SocketAddress, toSocketAddress } from "../socket_spec.ts";
 import { ConnectionClosedError } from "../../wire/errors.ts";
 import {
   AcceptQueue,
@@ -32,6 +32,16 @@ import type {
   ListenOptions,
   NetworkAdapter,
 } from "./types.ts";
+
+export type {
+  AdapterName,
+  Connection,
+  ConnectOptions,
+  Listener,
+  ListenOptions,
+  NetworkAdapter,
+} from "./types.ts";
+export type { SocketAddress } from "../socket_spec.ts";
 
 /** The part of Bun's `Socket` this adapter uses. */
 interface BunSocket {
@@ -314,9 +324,11 @@ function handlers(
 /**
  * Listens with `Bun.listen` on a TCP address or a Unix socket path.
  *
- * @param address Where to listen; port 0 picks a free port.
+ * @param spec Where to listen: a socket spec (`inet:8890@127.0.0.1`, `unix:/run/m.sock`) or an
+ *   address; port 0 picks a free port.
  * @param options Unix socket mode (default `0o660`) and stale file removal.
  * @returns The listener.
+ * @throws {SocketSpecError} The spec cannot be parsed.
  * @throws {MilterError} The address is in use, or the path holds a file that is not a socket.
  *
  * @example
@@ -327,9 +339,10 @@ function handlers(
  * ```
  */
 export async function listen(
-  address: SocketAddress,
+  spec: string | SocketAddress,
   options: ListenOptions = {},
 ): Promise<Listener> {
+  const address = toSocketAddress(spec);
   const unixPath = address.transport === "unix" ? address.path : undefined;
   if (unixPath !== undefined) await prepareUnixPath(unixPath, options);
   const queue = new AcceptQueue<Connection>((conn) => conn.close());
@@ -376,9 +389,10 @@ export async function listen(
 /**
  * Connects with `Bun.connect` to a TCP address or a Unix socket path.
  *
- * @param address Where to connect.
+ * @param spec Where to connect: a socket spec (`inet:8890@127.0.0.1`) or an address.
  * @param options Abort signal and timeout.
  * @returns The connection.
+ * @throws {SocketSpecError} The spec cannot be parsed.
  * @throws {ConnectionClosedError} The connection was refused, naming the address.
  * @throws {MilterTimeoutError} No answer within `timeoutMs`.
  *
@@ -392,9 +406,10 @@ export async function listen(
  * ```
  */
 export async function connect(
-  address: SocketAddress,
+  spec: string | SocketAddress,
   options: ConnectOptions = {},
 ): Promise<Connection> {
+  const address = toSocketAddress(spec);
   const unixPath = address.transport === "unix" ? address.path : undefined;
   const socket = await withConnectLimits(
     address,

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { SocketAddress } from "../socket_spec.ts";
+import { type SocketAddress, toSocketAddress } from "../socket_spec.ts";
 import { ConnectionClosedError } from "../../wire/errors.ts";
 import type { ByteChannel } from "../../wire/types.ts";
 import {
@@ -26,6 +26,16 @@ import type {
   ListenOptions,
   NetworkAdapter,
 } from "./types.ts";
+
+export type {
+  AdapterName,
+  Connection,
+  ConnectOptions,
+  Listener,
+  ListenOptions,
+  NetworkAdapter,
+} from "./types.ts";
+export type { SocketAddress } from "../socket_spec.ts";
 
 interface DenoAddr {
   readonly transport: string;
@@ -286,9 +296,11 @@ const TRANSIENT = new Set(["ECONNABORTED", "ECONNRESET", "EPROTO", "EMFILE", "EN
 /**
  * Listens with `Deno.listen` on a TCP address or a Unix socket path.
  *
- * @param address Where to listen; port 0 picks a free port.
+ * @param spec Where to listen: a socket spec (`inet:8890@127.0.0.1`, `unix:/run/m.sock`) or an
+ *   address; port 0 picks a free port.
  * @param listenOptions Unix socket mode (default `0o660`) and stale file removal.
  * @returns The listener.
+ * @throws {SocketSpecError} The spec cannot be parsed.
  * @throws {MilterError} The address is in use, or the path holds a file that is not a socket.
  *
  * @example
@@ -299,9 +311,10 @@ const TRANSIENT = new Set(["ECONNABORTED", "ECONNRESET", "EPROTO", "EMFILE", "EN
  * ```
  */
 export async function listen(
-  address: SocketAddress,
+  spec: string | SocketAddress,
   listenOptions: ListenOptions = {},
 ): Promise<Listener> {
+  const address = toSocketAddress(spec);
   if (address.transport === "unix") await prepareUnixPath(address.path, listenOptions);
   let listener: DenoListener;
   try {
@@ -362,9 +375,10 @@ export async function listen(
 /**
  * Connects with `Deno.connect` to a TCP address or a Unix socket path.
  *
- * @param address Where to connect.
+ * @param spec Where to connect: a socket spec (`inet:8890@127.0.0.1`) or an address.
  * @param connectOptions Abort signal and timeout.
  * @returns The connection.
+ * @throws {SocketSpecError} The spec cannot be parsed.
  * @throws {ConnectionClosedError} The connection was refused, naming the address.
  * @throws {MilterTimeoutError} No answer within `timeoutMs`.
  *
@@ -378,9 +392,10 @@ export async function listen(
  * ```
  */
 export async function connect(
-  address: SocketAddress,
+  spec: string | SocketAddress,
   connectOptions: ConnectOptions = {},
 ): Promise<Connection> {
+  const address = toSocketAddress(spec);
   const conn = await withConnectLimits(
     address,
     connectOptions,

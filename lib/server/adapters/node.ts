@@ -5,7 +5,7 @@
  */
 
 import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
-import type { SocketAddress } from "../socket_spec.ts";
+import { type SocketAddress, toSocketAddress } from "../socket_spec.ts";
 import { ConnectionClosedError } from "../../wire/errors.ts";
 import type { ByteChannel } from "../../wire/types.ts";
 import {
@@ -29,6 +29,16 @@ import type {
   ListenOptions,
   NetworkAdapter,
 } from "./types.ts";
+
+export type {
+  AdapterName,
+  Connection,
+  ConnectOptions,
+  Listener,
+  ListenOptions,
+  NetworkAdapter,
+} from "./types.ts";
+export type { SocketAddress } from "../socket_spec.ts";
 
 function tcpAddress(host: string | undefined, port: number | undefined): SocketAddress | undefined {
   return host && port !== undefined ? { transport: "tcp", hostname: host, port } : undefined;
@@ -170,9 +180,11 @@ function boundAddress(server: Server, asked: SocketAddress): SocketAddress {
 /**
  * Listens with `node:net` on a TCP address or a Unix socket path.
  *
- * @param address Where to listen; port 0 picks a free port.
+ * @param spec Where to listen: a socket spec (`inet:8890@127.0.0.1`, `unix:/run/m.sock`) or an
+ *   address; port 0 picks a free port.
  * @param options Unix socket mode (default `0o660`), stale file removal, backlog.
  * @returns The listener.
+ * @throws {SocketSpecError} The spec cannot be parsed.
  * @throws {MilterError} The address is in use, or the path holds a file that is not a socket.
  *
  * @example
@@ -183,9 +195,10 @@ function boundAddress(server: Server, asked: SocketAddress): SocketAddress {
  * ```
  */
 export async function listen(
-  address: SocketAddress,
+  spec: string | SocketAddress,
   options: ListenOptions = {},
 ): Promise<Listener> {
+  const address = toSocketAddress(spec);
   const unixPath = address.transport === "unix" ? address.path : undefined;
   if (unixPath !== undefined) await prepareUnixPath(unixPath, options);
   const queue = new AcceptQueue<Connection>((conn) => conn.close());
@@ -241,9 +254,10 @@ export async function listen(
 /**
  * Connects with `node:net` to a TCP address or a Unix socket path.
  *
- * @param address Where to connect.
+ * @param spec Where to connect: a socket spec (`inet:8890@127.0.0.1`) or an address.
  * @param options Abort signal and timeout.
  * @returns The connection.
+ * @throws {SocketSpecError} The spec cannot be parsed.
  * @throws {ConnectionClosedError} The connection was refused, naming the address.
  * @throws {MilterTimeoutError} No answer within `timeoutMs`.
  *
@@ -257,9 +271,10 @@ export async function listen(
  * ```
  */
 export async function connect(
-  address: SocketAddress,
+  spec: string | SocketAddress,
   options: ConnectOptions = {},
 ): Promise<Connection> {
+  const address = toSocketAddress(spec);
   const socket = await withConnectLimits(
     address,
     options,

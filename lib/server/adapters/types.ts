@@ -16,7 +16,7 @@ import type { Duplex } from "../../wire/types.ts";
  *
  * @example
  * ```ts
- * import type { Connection } from "@milterkit/milterkit";
+ * import type { Connection } from "@milterkit/milterkit/node";
  * function describe(conn: Connection): string {
  *   return conn.remote?.transport ?? "unnamed peer";
  * }
@@ -36,7 +36,7 @@ export interface Connection extends Duplex {
  *
  * @example
  * ```ts
- * import type { Listener } from "@milterkit/milterkit";
+ * import type { Listener } from "@milterkit/milterkit/node";
  * async function acceptOne(listener: Listener): Promise<void> {
  *   for await (const conn of listener) {
  *     conn.close();
@@ -60,7 +60,7 @@ export interface Listener extends AsyncIterable<Connection> {
  *
  * @example
  * ```ts
- * import type { ListenOptions } from "@milterkit/milterkit";
+ * import type { ListenOptions } from "@milterkit/milterkit/node";
  * const options: ListenOptions = { unixMode: 0o666, removeStale: true };
  * ```
  */
@@ -87,7 +87,7 @@ export interface ListenOptions {
  *
  * @example
  * ```ts
- * import type { ConnectOptions } from "@milterkit/milterkit";
+ * import type { ConnectOptions } from "@milterkit/milterkit/node";
  * const options: ConnectOptions = { timeoutMs: 5000, signal: AbortSignal.timeout(10_000) };
  * ```
  */
@@ -106,7 +106,7 @@ export type AdapterName = "deno" | "bun" | "node";
  *
  * @example
  * ```ts
- * import { adapterFor } from "@milterkit/milterkit";
+ * import { adapterFor } from "../net.ts";
  * const adapter = await adapterFor("node");
  * const listener = await adapter.listen({ transport: "tcp", hostname: "127.0.0.1", port: 0 });
  * await listener.close();

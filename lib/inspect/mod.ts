@@ -1,0 +1,77 @@
+/**
+ * Look at milter traffic: a decoding {@link proxyConnection} between an MTA and a filter,
+ * recordings it writes and reads back, pcap/pcapng captures with TCP reassembly, a session
+ * annotator with a protocol checker, timelines, and replay of a recorded session against a
+ * filter.
+ *
+ * @example
+ * ```ts
+ * import { readRecording, renderTimeline } from "@milterkit/milterkit/inspect";
+ * const recording = readRecording([]);
+ * for (const session of recording.sessions) console.log(renderTimeline(session));
+ * ```
+ *
+ * @module
+ */
+
+export {
+  proxyConnection,
+  type ProxyOptions,
+  type ProxySummary,
+  type TapFrame,
+  type UpstreamFailurePolicy,
+} from "./proxy.ts";
+export { RecordingWriter, type RecordingWriterOptions, redactFrame } from "./recording.ts";
+export {
+  isRecording,
+  readRecording,
+  readSegmentLog,
+  type RecordedSession,
+  type Recording,
+  RECORDING_FORMAT,
+  RECORDING_VERSION,
+} from "./recording_read.ts";
+export {
+  type CaptureContents,
+  CaptureFormatError,
+  captureKind,
+  readCapture,
+  TCP_FLAGS,
+  type TcpPacket,
+} from "./capture/pcap.ts";
+export {
+  type Endpoint,
+  findMilterConversations,
+  looksLikeMtaStream,
+  type MilterConversation,
+  type StreamSegment,
+} from "./capture/tcp.ts";
+export { SessionAnnotator } from "./annotate/annotator.ts";
+export type {
+  AnnotatedEvent,
+  AnnotatorOptions,
+  Decoded,
+  LatencyStats,
+  MessageSummary,
+  NegotiationSummary,
+  Outcome,
+  RecipientSummary,
+  SessionSummary,
+} from "./annotate/types.ts";
+export { annotateStreams, type StreamPair } from "./annotate/feed.ts";
+export { checkModification, checkReplyText, type Issue, type IssueRule } from "./annotate/check.ts";
+export { decodedToJson, describeDecoded } from "./annotate/render.ts";
+export {
+  describeOutcome,
+  renderTimeline,
+  type SessionReport,
+  sessionToJson,
+  type TimelineOptions,
+} from "./timeline.ts";
+export {
+  renderReplay,
+  type ReplayOptions,
+  type ReplayReport,
+  replaySession,
+  type ReplayStep,
+} from "./replay.ts";

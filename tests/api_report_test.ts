@@ -1,0 +1,86 @@
+// The API reports (api/*.txt, scripts/api_report.mjs): they match this tree's entry points, and
+// the check fails, naming the symbol and how to update, when a copy of the tree changes its
+// surface; --update then makes it pass again.
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const SCRIPT = join(ROOT, "scripts/api_report.mjs");
+
+function run(...args: string[]) {
+  return spawnSync("node", [SCRIPT, ...args], { encoding: "utf8" });
+}
+
+/** A copy of what the entry points are made of, in a temporary folder. */
+function copyTree(): string {
+  const dir = mkdtempSync(join(tmpdir(), "api-report-"));
+  for (const p of ["deno.json", "mod.ts", "lib", "api"]) {
+    cpSync(join(ROOT, p), join(dir, p), { recursive: true });
+  }
+  return dir;
+}
+
+describe("api_report", () => {
+  it("the checked-in reports match every entry point of deno.json", () => {
+    const r = run();
+    assert.equal(r.status, 0, r.stderr);
+    const entries = Object.keys(JSON.parse(readFileSync(join(ROOT, "deno.json"), "utf8")).exports);
+    assert.match(r.stdout, new RegExp(`match ${entries.length} entry points`));
+  });
+
+  it("the filter authors' entry point stays within 60 symbols", () => {
+    const lines = readFileSync(join(ROOT, "api/root.txt"), "utf8").split("\n")
+      .filter((l) => l && !l.startsWith("#"));
+    assert.ok(lines.length <= 60, `${lines.length} symbols`);
+    assert.ok(lines.includes("function defineFilter") && lines.includes("function listen"));
+    for (const internal of ["ReplyJudge", "MacroStore", "BodyPipe", "ByteReader", "buildFrame"]) {
+      assert.ok(!lines.some((l) => l.endsWith(` ${internal}`)), internal);
+    }
+  });
+
+  it("fails on a changed surface with the diff and the update command; --update fixes it", () => {
+    const dir = copyTree();
+    try {
+      writeFileSync(
+        join(dir, "lib/wire/mod.ts"),
+        readFileSync(join(dir, "lib/wire/mod.ts"), "utf8")
+          .replace(/^export \{ expectsReply \} from .*$/m, "") +
+          "/** A new constant. */\nexport const SURPLUS = 1;\n",
+      );
+      const r = run("--root", dir);
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /api\/wire\.txt differs from the surface of "\.\/wire"/);
+      assert.match(r.stderr, /^- function expectsReply$/m);
+      assert.match(r.stderr, /^\+ variable SURPLUS$/m);
+      assert.match(r.stderr, /node scripts\/api_report\.mjs --update/);
+      assert.doesNotMatch(r.stderr, /root\.txt|mta\.txt/);
+
+      const u = run("--root", dir, "--update");
+      assert.equal(u.status, 0, u.stderr);
+      assert.match(u.stdout, /wrote api\/wire\.txt/);
+      assert.match(readFileSync(join(dir, "api/wire.txt"), "utf8"), /^variable SURPLUS$/m);
+      assert.equal(run("--root", dir).status, 0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("fails when a new entry point has no report", () => {
+    const dir = copyTree();
+    try {
+      const deno = JSON.parse(readFileSync(join(dir, "deno.json"), "utf8"));
+      deno.exports["./mail"] = "./lib/mail/diff.ts";
+      writeFileSync(join(dir, "deno.json"), JSON.stringify(deno));
+      const r = run("--root", dir);
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /api\/mail\.txt is missing for entry point "\.\/mail"/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
