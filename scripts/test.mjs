@@ -5,7 +5,8 @@
 //   npm test [-- [--unit] [--only deno|bun] [--no-checks] [FILE_OR_DIR...]]
 //
 // 1. Check steps: deno fmt --check, deno lint, layers, deno check, deno doc --lint over every
-//    entry point, the API reports (scripts/api_report.mjs), bun check, deno publish --dry-run.
+//    entry point, the JSDoc examples (deno test --doc), the API reports
+//    (scripts/api_report.mjs), bun check, deno publish --dry-run.
 //    Each failed step counts as one failed item.
 // 2. When interop tests are selected and we are root: scripts/peers/install.sh (real Postfix,
 //    libmilter, OpenDKIM...); a failure counts as one failed item.
@@ -326,6 +327,14 @@ if (opts.checks) {
       JSON.parse(readFileSync(join(ROOT, "deno.json"), "utf8")).exports,
     );
     await checkStep("deno doc --lint (entry points)", DENO, ["doc", "--lint", ...entries]);
+    // every JSDoc example of the public code is type-checked and run
+    await checkStep("deno test --doc (JSDoc examples)", DENO, [
+      "test",
+      "--doc",
+      "-A",
+      "mod.ts",
+      "lib",
+    ]);
     await checkStep("api reports (scripts/api_report.mjs)", process.execPath, [
       join(ROOT, "scripts/api_report.mjs"),
     ]);

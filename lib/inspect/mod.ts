@@ -6,9 +6,21 @@
  *
  * @example
  * ```ts
- * import { readRecording, renderTimeline } from "@milterkit/milterkit/inspect";
- * const recording = readRecording([]);
- * for (const session of recording.sessions) console.log(renderTimeline(session));
+ * import { annotateStreams, renderTimeline } from "@milterkit/milterkit/inspect";
+ * import { encodeCommand, encodeReply } from "@milterkit/milterkit/wire";
+ * import assert from "node:assert/strict";
+ * // the two byte streams of a session, as a capture or a recording holds them
+ * const annotator = annotateStreams({
+ *   toFilter: encodeCommand({ type: "helo", name: "mx.example" }),
+ *   toMta: encodeReply({ type: "continue" }),
+ * });
+ * const text = renderTimeline({
+ *   id: "s1",
+ *   notes: [],
+ *   summary: annotator.summary(),
+ *   events: annotator.events,
+ * });
+ * assert.match(text, /HELO mx\.example/);
  * ```
  *
  * @module

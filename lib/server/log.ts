@@ -103,7 +103,7 @@ function jsonSafe(fields: LogFields): Record<string, unknown> {
  * log.info("hidden");
  * log.warn("slow handler", { stage: "eom", ms: 1200 });
  * assert.equal(lines.length, 1);
- * assert.match(lines[0]!, /WARN slow handler stage=eom ms=1200/);
+ * assert.match(lines[0]!, /WARN +slow handler stage=eom ms=1200/);
  * ```
  */
 export function createLogger(options: LoggerOptions): Logger {

@@ -334,8 +334,10 @@ function handlers(
  * @example
  * ```ts
  * import { listen } from "@milterkit/milterkit/bun";
- * const listener = await listen({ transport: "tcp", hostname: "127.0.0.1", port: 0 });
- * await listener.close();
+ * if ("Bun" in globalThis) { // this adapter needs the Bun runtime
+ *   const listener = await listen("inet:0@127.0.0.1");
+ *   await listener.close();
+ * }
  * ```
  */
 export async function listen(
@@ -399,10 +401,12 @@ export async function listen(
  * @example
  * ```ts
  * import { connect, listen } from "@milterkit/milterkit/bun";
- * const listener = await listen({ transport: "tcp", hostname: "127.0.0.1", port: 0 });
- * const conn = await connect(listener.address);
- * conn.close();
- * await listener.close();
+ * if ("Bun" in globalThis) { // this adapter needs the Bun runtime
+ *   const listener = await listen({ transport: "tcp", hostname: "127.0.0.1", port: 0 });
+ *   const conn = await connect(listener.address);
+ *   conn.close();
+ *   await listener.close();
+ * }
  * ```
  */
 export async function connect(
@@ -435,8 +439,10 @@ export async function connect(
  * @example
  * ```ts
  * import { bunAdapter } from "@milterkit/milterkit/bun";
- * const listener = await bunAdapter.listen({ transport: "tcp", hostname: "127.0.0.1", port: 0 });
- * await listener.close();
+ * if ("Bun" in globalThis) { // this adapter needs the Bun runtime
+ *   const listener = await bunAdapter.listen({ transport: "tcp", hostname: "127.0.0.1", port: 0 });
+ *   await listener.close();
+ * }
  * ```
  */
 export const bunAdapter: NetworkAdapter = { name: "bun", listen, connect };
