@@ -37,21 +37,23 @@ function denoBin() {
 export function surfaceOf(root) {
   const exportsField = JSON.parse(readFileSync(join(root, "deno.json"), "utf8")).exports;
   const entries = typeof exportsField === "string" ? { ".": exportsField } : exportsField;
-  const files = Object.values(entries);
-  const r = spawnSync(denoBin(), ["doc", "--json", ...files], {
-    cwd: root,
-    encoding: "utf8",
-    maxBuffer: 256 * 1024 * 1024,
-  });
-  if (r.status !== 0) {
-    const why = (r.stderr || String(r.error)).split("\n").filter((l) => /error/i.test(l));
-    throw new Error(`deno doc --json failed (exit ${r.status}): ${why.join(" ") || "no output"}`);
-  }
-  const nodes = JSON.parse(r.stdout).nodes;
   const out = new Map();
+  // one entry point per run: when deno doc reads several, a symbol exported by two of them is a
+  // "reference" in one of them, and the report would depend on the other entry points
   for (const [key, file] of Object.entries(entries)) {
+    const r = spawnSync(denoBin(), ["doc", "--json", file], {
+      cwd: root,
+      encoding: "utf8",
+      maxBuffer: 256 * 1024 * 1024,
+    });
+    if (r.status !== 0) {
+      const why = (r.stderr || String(r.error)).split("\n").filter((l) => /error/i.test(l));
+      throw new Error(
+        `deno doc --json ${file} failed (exit ${r.status}): ${why.join(" ") || "no output"}`,
+      );
+    }
     const url = pathToFileURL(resolve(root, file)).href;
-    const symbols = nodes[url]?.symbols ?? [];
+    const symbols = JSON.parse(r.stdout).nodes[url]?.symbols ?? [];
     const lines = symbols.map((s) => {
       const kinds = [...new Set(s.declarations.map((d) => d.kind))].filter((k) =>
         k !== "reference"

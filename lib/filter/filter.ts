@@ -353,7 +353,7 @@ export function defineFilter<C = DefaultState, M = DefaultState>(
  *
  * @example
  * ```ts
- * import { bodyBuffering } from "@milterkit/milterkit";
+ * import { bodyBuffering } from "./filter.ts";
  * import assert from "node:assert/strict";
  * assert.deepEqual(bodyBuffering({ bufferBody: true, maxBodyBytes: 100 }),
  *   { maxBytes: 100, onLimit: "tempfail" });

@@ -58,6 +58,7 @@ export {
   type MilterConversation,
   type StreamSegment,
 } from "./capture/tcp.ts";
+export { type InputKind, SNIFF_BYTES, sniffInput } from "./capture/sniff.ts";
 export { SessionAnnotator } from "./annotate/annotator.ts";
 export type {
   AnnotatedEvent,

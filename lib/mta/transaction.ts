@@ -346,7 +346,8 @@ export async function newSession(client: MilterClient): Promise<void> {
  *
  * @example
  * ```ts
- * import { quitNcAllowedAfter, type TransactionResult } from "@milterkit/milterkit";
+ * import { quitNcAllowedAfter } from "./transaction.ts";
+ * import { type TransactionResult } from "@milterkit/milterkit/mta";
  * const next = (r: TransactionResult) => quitNcAllowedAfter(r) ? "QUIT_NC" : "reconnect";
  * ```
  */

@@ -34,7 +34,7 @@ function hex(b: Uint8Array): string {
  *
  * @example
  * ```ts
- * import { looksLikeMilterStream } from "@milterkit/milterkit";
+ * import { looksLikeMilterStream } from "./sniff.ts";
  * import assert from "node:assert/strict";
  * assert.ok(looksLikeMilterStream(new Uint8Array([0, 0, 0, 1, 0x63]), true));
  * assert.ok(!looksLikeMilterStream(new Uint8Array(16), true));
@@ -68,7 +68,7 @@ export function looksLikeMilterStream(head: Uint8Array, complete: boolean): bool
  *
  * @example
  * ```ts
- * import { sniffInput } from "@milterkit/milterkit";
+ * import { sniffInput } from "@milterkit/milterkit/inspect";
  * import assert from "node:assert/strict";
  * const head = new TextEncoder().encode('{"format":"milterkit-recording","version":1}\n');
  * assert.equal(sniffInput(head, head.length), "recording");
