@@ -13,14 +13,10 @@
  */
 import process from "node:process";
 import { concatBytes } from "../lib/wire/concat.ts";
-import {
-  type Command,
-  decodeCommand,
-  encodeCommand,
-  FrameDecoder,
-  FrameDecoderStream,
-  MILTER_CHUNK_SIZE,
-} from "../mod.ts";
+import { decodeCommand, encodeCommand } from "../lib/wire/command_codec.ts";
+import { MILTER_CHUNK_SIZE } from "../lib/wire/constants.ts";
+import { FrameDecoder, FrameDecoderStream } from "../lib/wire/frame.ts";
+import type { Command } from "../lib/wire/types.ts";
 
 const MB = 1e6;
 const bodyMb = Number(process.argv[2] ?? process.argv.at(-1)) || 50;

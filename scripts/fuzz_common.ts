@@ -36,17 +36,6 @@ export function rng(seed: number): (n: number) => number {
 export const bytesEqual = (a: Uint8Array, b: Uint8Array) =>
   a.length === b.length && a.every((x, i) => x === b[i]);
 
-/** Joins byte arrays into one. */
-export function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
-
 /** Anything thrown that is not a MilterError is a finding. */
 export function typed(e: unknown, where: string): void {
   if (!(e instanceof MilterError)) {

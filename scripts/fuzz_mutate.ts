@@ -6,7 +6,8 @@ import fc from "fast-check";
 import { encodeCommand } from "../lib/wire/command_codec.ts";
 import { encodeReply } from "../lib/wire/reply_codec.ts";
 import type { Command, Reply } from "../lib/wire/types.ts";
-import { concat, type FuzzInput, type TargetName } from "./fuzz_common.ts";
+import type { FuzzInput, TargetName } from "./fuzz_common.ts";
+import { concatBytes } from "../lib/wire/concat.ts";
 
 const INTERESTING_LENGTHS = [0, 1, 2, 5, 0x10000, 0x100000, 0x100001, 0x7fffffff, 0xffffffff];
 
@@ -69,24 +70,24 @@ function mutate(
       case "length": {
         const v = new Uint8Array(4);
         new DataView(v.buffer).setUint32(0, m.value);
-        b = concat([b.subarray(0, at), v, b.subarray(Math.min(b.length, at + 4))]);
+        b = concatBytes([b.subarray(0, at), v, b.subarray(Math.min(b.length, at + 4))]);
         break;
       }
       case "insert":
-        b = concat([b.subarray(0, at), m.bytes, b.subarray(at)]);
+        b = concatBytes([b.subarray(0, at), m.bytes, b.subarray(at)]);
         break;
       case "delete":
-        b = concat([b.subarray(0, at), b.subarray(at + m.count)]);
+        b = concatBytes([b.subarray(0, at), b.subarray(at + m.count)]);
         break;
       case "duplicate":
-        b = concat([b.subarray(0, at + m.count), b.subarray(at)]);
+        b = concatBytes([b.subarray(0, at + m.count), b.subarray(at)]);
         break;
       case "cut":
         b = b.subarray(0, at);
         break;
       case "splice": {
         const other = pool[m.other % pool.length]!;
-        b = concat([b.subarray(0, at), other.subarray(m.from % (other.length + 1))]);
+        b = concatBytes([b.subarray(0, at), other.subarray(m.from % (other.length + 1))]);
         break;
       }
     }
@@ -127,7 +128,7 @@ const commandStream: fc.Arbitrary<Uint8Array> = (() => {
     protocol: fc.constantFrom(0x1fffff, 0x3f, 0, 0x1ff000),
   });
   return fc.tuple(offer, fc.array(cmd, { maxLength: 40 }), fc.boolean()).map(([o, cs, quit]) =>
-    concat([
+    concatBytes([
       encodeCommand({ type: "optneg", ...o }),
       ...cs.map(encodeCommand),
       ...(quit ? [encodeCommand({ type: "quit" })] : []),
@@ -162,7 +163,7 @@ const replyStream: fc.Arbitrary<Uint8Array> = (() => {
     protocol: fc.constantFrom(0, 0x1000, 0x1ff000, 0x3f, 0x400),
   }).map((o): Reply => ({ type: "optneg", ...o }));
   return fc.tuple(optneg, fc.array(reply, { maxLength: 24 })).map(([o, rs]) =>
-    concat([encodeReply(o), ...rs.map(encodeReply)])
+    concatBytes([encodeReply(o), ...rs.map(encodeReply)])
   );
 })();
 

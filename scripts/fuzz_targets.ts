@@ -8,8 +8,8 @@ import type { Verdict } from "../lib/filter/verdict.ts";
 import { proxyConnection } from "../lib/inspect/proxy.ts";
 import { MilterClient } from "../lib/mta/client.ts";
 import { endSession, runTransaction } from "../lib/mta/transaction.ts";
+import { expectsReply, FINAL_REPLIES } from "../lib/wire/command_bits.ts";
 import { decodeCommand, encodeCommand } from "../lib/wire/command_codec.ts";
-import { SMFIP } from "../lib/wire/constants.ts";
 import { encodeFrame, FrameDecoder } from "../lib/wire/frame.ts";
 import { decodeReply, encodeReply } from "../lib/wire/reply_codec.ts";
 import type { Command, Frame, Reply } from "../lib/wire/types.ts";
@@ -17,7 +17,6 @@ import { chunked, duplexPair } from "../lib/testing/mod.ts";
 import {
   bytesEqual,
   checked,
-  concat,
   Finding,
   frames,
   type FuzzInput,
@@ -25,6 +24,7 @@ import {
   type TargetName,
   typed,
 } from "./fuzz_common.ts";
+import { concatBytes } from "../lib/wire/concat.ts";
 
 // ── frame reader and codecs ─────────────────────────────────────────────────────────────────
 
@@ -57,7 +57,7 @@ async function fuzzFrame({ bytes, chunk }: FuzzInput): Promise<void> {
   if (failed === undefined && reference.length !== got.length) {
     throw new Finding(`Chunked decoding gave ${got.length} frames, whole gave ${reference.length}`);
   }
-  const again = concat(got.map((f) => encodeFrame(f.code, f.payload)));
+  const again = concatBytes(got.map((f) => encodeFrame(f.code, f.payload)));
   if (!bytesEqual(again, bytes.subarray(0, again.length))) {
     throw new Finding("Re-encoded frames differ from the bytes they came from");
   }
@@ -131,30 +131,6 @@ function randomFilter(pick: (n: number) => number): Filter {
   });
 }
 
-/** Final replies (ending a command), as opposed to modifications and PROGRESS. */
-const FINAL = new Set([
-  "optneg",
-  "continue",
-  "accept",
-  "reject",
-  "tempfail",
-  "discard",
-  "replycode",
-  "skip",
-  "shutdown",
-]);
-const NR: Partial<Record<Command["type"], number>> = {
-  connect: SMFIP.NR_CONN,
-  helo: SMFIP.NR_HELO,
-  mail: SMFIP.NR_MAIL,
-  rcpt: SMFIP.NR_RCPT,
-  data: SMFIP.NR_DATA,
-  header: SMFIP.NR_HDR,
-  eoh: SMFIP.NR_EOH,
-  body: SMFIP.NR_BODY,
-  unknown: SMFIP.NR_UNKN,
-};
-
 /** How many final replies a filter owes for a well-framed command stream. */
 function owed(all: readonly Frame[], protocol: number): number {
   let n = 0;
@@ -173,7 +149,7 @@ function owed(all: readonly Frame[], protocol: number): number {
     else if (!negotiated) return n;
     else if (c.type === "quit") return n;
     else if (c.type === "eom") n++;
-    else if (NR[c.type] !== undefined && (protocol & NR[c.type]!) === 0) n++;
+    else if (expectsReply(c.type, protocol)) n++;
   }
   return n;
 }
@@ -193,11 +169,13 @@ async function fuzzFilter({ bytes, chunk, seed }: FuzzInput): Promise<void> {
   } catch { /* the stream ends with the session's error; the summary carries it */ }
   const replies: Reply[] = [];
   try {
-    for (const f of frames(concat(received)).frames) replies.push(decodeReply(f));
+    for (const f of frames(concatBytes(received)).frames) replies.push(decodeReply(f));
   } catch (e) {
     throw new Finding(`The filter engine sent a reply that does not decode: ${e}`, { cause: e });
   }
-  if (frames(concat(received)).error) throw new Finding("The filter engine sent a broken frame");
+  if (frames(concatBytes(received)).error) {
+    throw new Finding("The filter engine sent a broken frame");
+  }
   const summary = await done;
   if (summary.error) typed(summary.error, "serveConnection");
   const framed = frames(bytes);
@@ -206,7 +184,7 @@ async function fuzzFilter({ bytes, chunk, seed }: FuzzInput): Promise<void> {
   if (negotiatedReply?.type !== "optneg") return; // refused or never offered: closed, no reply
   checked.filter++;
   const want = owed(framed.frames, negotiatedReply.protocol);
-  const got = replies.filter((r) => FINAL.has(r.type)).length;
+  const got = replies.filter((r) => r.type === "optneg" || FINAL_REPLIES.has(r.type)).length;
   if (got !== want) {
     throw new Finding(`The filter engine sent ${got} final replies for ${want} commands owed one`);
   }
@@ -229,11 +207,11 @@ function replyUnits(bytes: Uint8Array): { framed: Uint8Array[]; tail: Uint8Array
     unit.push(b);
     used += b.length;
     if (FINAL_CODES.has(f.code) || framed.length === 0) {
-      framed.push(concat(unit));
+      framed.push(concatBytes(unit));
       unit = [];
     }
   }
-  return { framed, tail: concat([...unit, bytes.subarray(used)]) };
+  return { framed, tail: concatBytes([...unit, bytes.subarray(used)]) };
 }
 
 /** Reply codes that end an answer (or are meant to): OPTNEG, c, a, r, t, d, y, s, 4. */
@@ -307,7 +285,7 @@ function recorder(): { stream: TransformStream<Uint8Array, Uint8Array>; bytes: (
       ctl.enqueue(c);
     },
   });
-  return { stream, bytes: () => concat(parts) };
+  return { stream, bytes: () => concatBytes(parts) };
 }
 
 async function fuzzProxy({ bytes, chunk, seed }: FuzzInput): Promise<void> {
@@ -351,7 +329,7 @@ async function fuzzProxy({ bytes, chunk, seed }: FuzzInput): Promise<void> {
   }
   if (!summary.fallback) {
     checked.proxy++;
-    if (!bytesEqual(concat(got), toMta.bytes())) {
+    if (!bytesEqual(concatBytes(got), toMta.bytes())) {
       throw new Finding("The proxy altered the bytes on their way to the MTA");
     }
   }

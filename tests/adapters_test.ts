@@ -19,6 +19,7 @@ import type {
 import { withConnectLimits } from "../lib/server/adapters/_shared.ts";
 import { ConnectionClosedError, MilterError, MilterTimeoutError } from "../lib/wire/errors.ts";
 import { adapterFor, connect, listen, runtimeAdapterName } from "../lib/server/net.ts";
+import { concatBytes } from "../lib/wire/concat.ts";
 
 const TIMEOUT = { timeout: 60_000 };
 const LOCAL4: SocketAddress = { transport: "tcp", hostname: "127.0.0.1", port: 0 };
@@ -37,16 +38,6 @@ function pattern(length: number, seed: number): Uint8Array {
 
 const sha = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
 
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
-  let p = 0;
-  for (const c of chunks) {
-    out.set(c, p);
-    p += c.byteLength;
-  }
-  return out;
-}
-
 /**
  * Reads to EOF, keeping every chunk until the end: a chunk the adapter reused would corrupt the
  * result. `pauseEvery` reads, it sleeps, to be a slow reader.
@@ -59,7 +50,7 @@ async function readAll(readable: ReadableStream<Uint8Array>, pauseEvery = 0): Pr
     chunks.push(chunk);
     if (pauseEvery > 0 && ++reads % pauseEvery === 0) await sleep(2);
   }
-  return concat(chunks);
+  return concatBytes(chunks);
 }
 
 async function writeAll(writable: WritableStream<Uint8Array>, data: Uint8Array, size = 65536) {

@@ -14,7 +14,6 @@ import type { Command, Reply } from "../lib/wire/types.ts";
 import {
   allSessions,
   type CaptureSession,
-  concatBytes,
   type Direction,
   fromHex,
   listCaptures,
@@ -26,6 +25,7 @@ import {
   readCaptureFile,
   streamOf,
 } from "./helpers/captures.ts";
+import { concatBytes } from "../lib/wire/concat.ts";
 
 /** Decodes both directions of a session into commands and replies. */
 function decodeSession(s: CaptureSession): { commands: Command[]; replies: Reply[] } {

@@ -29,6 +29,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { MilterClient } from "../lib/mta/client.ts";
 import { endSession, runTransaction } from "../lib/mta/transaction.ts";
 import type { TransactionResult } from "../lib/mta/types.ts";
+import { FINAL_REPLIES } from "../lib/wire/command_bits.ts";
 import { decodeCommand } from "../lib/wire/command_codec.ts";
 import { encodeFrame, FrameDecoder } from "../lib/wire/frame.ts";
 import { type MessageHeader, parseMessage } from "../lib/mail/message.ts";
@@ -39,20 +40,11 @@ import { encodeText } from "../lib/wire/text.ts";
 import type { Command, Duplex, Frame } from "../lib/wire/types.ts";
 import { SMFIP } from "../lib/wire/constants.ts";
 import type { ConnectInfo } from "../lib/mail/envelope.ts";
+import { concatBytes } from "../lib/wire/concat.ts";
 
 const local = new URL("./data/captures/", import.meta.url);
 const root = existsSync(local) ? local : new URL("file:///work/shared/captures/");
 
-const FINAL = new Set([
-  "continue",
-  "accept",
-  "reject",
-  "tempfail",
-  "discard",
-  "replycode",
-  "skip",
-  "shutdown",
-]);
 const REPLIED = new Set([
   "connect",
   "helo",
@@ -71,10 +63,6 @@ function frames(bytes: Uint8Array): Frame[] {
   const out = d.push(bytes);
   d.finish();
   return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  return Uint8Array.from(parts.flatMap((p) => [...p]));
 }
 
 interface Tx {
@@ -174,7 +162,7 @@ function answerGroups(toMta: Frame[]): Frame[][] {
   let cur: Frame[] = [];
   for (const f of toMta.slice(1)) {
     cur.push(f);
-    if (FINAL.has(decodeReply(f).type)) {
+    if (FINAL_REPLIES.has(decodeReply(f).type)) {
       groups.push(cur);
       cur = [];
     }
@@ -257,7 +245,7 @@ async function drive(dir: string, stem: string, receivedHeader?: string) {
       continue;
     }
     const head = tx.headers.map(([n, v]) => `${n}:${v.replaceAll("\n", "\r\n")}\r\n`).join("");
-    const message = concat([encodeText(head + "\r\n"), ...tx.body]);
+    const message = concatBytes([encodeText(head + "\r\n"), ...tx.body]);
     results.push(
       await runTransaction(client, {
         ...(recon.connect ? { connect: recon.connect } : {}),
@@ -274,7 +262,7 @@ async function drive(dir: string, stem: string, receivedHeader?: string) {
   }
   await endSession(client);
   await fake.done;
-  return { sent: concat(fake.received), expected: toFilter, cmds, results, client };
+  return { sent: concatBytes(fake.received), expected: toFilter, cmds, results, client };
 }
 
 function deliveredHeaders(

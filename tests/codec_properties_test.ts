@@ -14,7 +14,8 @@ import { encodeFrame, FrameDecoder } from "../lib/wire/frame.ts";
 import { decodeReply, encodeReply } from "../lib/wire/reply_codec.ts";
 import { decodeText } from "../lib/wire/text.ts";
 import type { Command, Frame, Reply } from "../lib/wire/types.ts";
-import { allSessions, concatBytes, streamOf } from "./helpers/captures.ts";
+import { allSessions, streamOf } from "./helpers/captures.ts";
+import { concatBytes } from "../lib/wire/concat.ts";
 
 const SEED = 0x6d696c74; // "milt"
 

@@ -15,7 +15,8 @@ import {
 } from "../lib/wire/frame.ts";
 import type { Frame } from "../lib/wire/types.ts";
 import { chunked } from "../lib/testing/mod.ts";
-import { allSessions, concatBytes, fromHex, streamOf } from "./helpers/captures.ts";
+import { allSessions, fromHex, streamOf } from "./helpers/captures.ts";
+import { concatBytes } from "../lib/wire/concat.ts";
 
 /** Feeds chunks to a fresh decoder and returns every frame (the decoder must end clean). */
 function decodeChunks(chunks: readonly Uint8Array[], maxDataSize?: number): Frame[] {

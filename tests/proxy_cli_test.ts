@@ -8,17 +8,14 @@ import assert from "node:assert/strict";
 import { connect as netConnect, type Socket } from "node:net";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import {
-  connectSocket,
-  decodeReply,
-  defineFilter,
-  encodeCommand,
-  FrameDecoder,
-  listen,
-  type MilterServer,
-  readRecording,
-  type Reply,
-} from "../mod.ts";
+import { defineFilter } from "../lib/filter/filter.ts";
+import { readRecording } from "../lib/inspect/recording_read.ts";
+import { connect as connectSocket } from "../lib/server/net.ts";
+import { listen, type MilterServer } from "../lib/server/server.ts";
+import { encodeCommand } from "../lib/wire/command_codec.ts";
+import { FrameDecoder } from "../lib/wire/frame.ts";
+import { decodeReply } from "../lib/wire/reply_codec.ts";
+import type { Reply } from "../lib/wire/types.ts";
 import { dumpCommand } from "../lib/cli/dump.ts";
 import type { Command } from "../lib/wire/types.ts";
 import { fakeIo } from "./helpers/fake_io.ts";

@@ -32,7 +32,9 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
  * write completion, as Deno's can be). `dieAfter` commands later it hangs up; `stayOpen` keeps
  * it from ever closing on EOF.
  */
-function filter(opts: { ackMs?: number; dieAfter?: number; stayOpen?: boolean } = {}) {
+function filter(
+  opts: { ackMs?: number; dieAfter?: number; stayOpen?: boolean; shutdownAt?: string } = {},
+) {
   const [proxySide, filterSide] = duplexPair();
   const inner = proxySide.writable.getWriter();
   const slowWritable = new WritableStream<Uint8Array>({
@@ -49,6 +51,7 @@ function filter(opts: { ackMs?: number; dieAfter?: number; stayOpen?: boolean } 
     const writer = filterSide.writable.getWriter();
     const dec = new FrameDecoder();
     let n = 0;
+    let shutDown = false;
     while (true) {
       const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }));
       if (done || !value) break;
@@ -60,6 +63,13 @@ function filter(opts: { ackMs?: number; dieAfter?: number; stayOpen?: boolean } 
           await reader.cancel().catch(() => {});
           return;
         }
+        if (shutDown) continue; // hung up its sending side: reads on, answers nothing
+        if (c.type === opts.shutdownAt) {
+          await writer.write(encodeReply({ type: "shutdown" })).catch(() => {});
+          await writer.close().catch(() => {});
+          shutDown = true;
+          continue;
+        }
         await writer.write(encodeReply(
           c.type === "optneg"
             ? { type: "optneg", version: 6, actions: 0, protocol: 0 }
@@ -67,7 +77,7 @@ function filter(opts: { ackMs?: number; dieAfter?: number; stayOpen?: boolean } 
         )).catch(() => {});
       }
     }
-    if (!opts.stayOpen) await writer.close().catch(() => {});
+    if (!opts.stayOpen && !shutDown) await writer.close().catch(() => {});
   })();
   const upstream: Duplex & { close(): void } = {
     readable: proxySide.readable,
@@ -136,5 +146,29 @@ describe("proxyConnection (regressions)", () => {
     assert.equal(s.end, "mta");
     assert.ok(f.closed(), "the proxy closed the filter connection");
     assert.match(notes.join("\n"), /did not close within 50 ms after the MTA left/);
+  });
+
+  it("counts SHUTDOWN as the final reply: a later fallback answers only what is still waiting", async () => {
+    const f = filter({ shutdownAt: "helo" }); // answers HELO with SHUTDOWN, then hangs up
+    const [mtaEnd, proxyEnd] = duplexPair();
+    const done = proxyConnection(proxyEnd, {
+      connectUpstream: () => Promise.resolve(f.upstream),
+      onUpstreamFailure: "accept",
+    });
+    const mta = new RawMta(mtaEnd);
+    await mta.negotiate();
+    assert.deepEqual(await mta.ask({ type: "helo", name: "h" }), { type: "shutdown" });
+    await sleep(50); // the proxy notices the filter is gone
+    assert.deepEqual(await mta.ask({ type: "mail", sender: "<a@b>", args: [] }), {
+      type: "accept",
+    }); // the MAIL's answer, not a second one for the HELO that SHUTDOWN answered
+    assert.deepEqual(await mta.ask({ type: "rcpt", recipient: "<c@d>", args: [] }), {
+      type: "accept",
+    });
+    await mta.send({ type: "quit" });
+    const extra = await Promise.race([mta.next(), sleep(200).then(() => "nothing")]);
+    assert.equal(extra, "nothing", "no reply left over for the MTA after its last command");
+    await mta.close();
+    await within(done, 5000, "the session");
   });
 });

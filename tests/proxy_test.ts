@@ -9,12 +9,9 @@ import { encodeReply } from "../lib/wire/reply_codec.ts";
 import type { Command, Direction, Duplex, Reply } from "../lib/wire/types.ts";
 import { duplexPair } from "../lib/testing/mod.ts";
 import { RawMta } from "./helpers/raw_mta.ts";
+import { concatBytes } from "../lib/wire/concat.ts";
 
 const C = { type: "continue" } as const;
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  return Uint8Array.from(chunks.flatMap((c) => [...c]));
-}
 
 /** MTA ↔ proxy ↔ upstream, with everything the proxy forwarded recorded per direction. */
 function rig(connectUpstream: ProxyOptions["connectUpstream"], extra: Partial<ProxyOptions> = {}) {
@@ -91,7 +88,7 @@ describe("proxyConnection", () => {
     assert.equal(s.end, "mta");
     assert.equal(s.fallback, false);
     // What the MTA received is exactly what the proxy forwarded to it.
-    const toMta = concat(chunks["to-mta"]);
+    const toMta = concatBytes(chunks["to-mta"]);
     assert.equal(toMta.length, s.bytes["to-mta"]);
     const decoded = frames.filter((f) => "decoded" in f).map((f) =>
       `${f.direction}:${"decoded" in f ? f.decoded.type : ""}`
@@ -186,7 +183,7 @@ describe("proxyConnection", () => {
     const w = mta as unknown as { send(c: Command): Promise<void> };
     await w.send({ type: "optneg", version: 6, actions: 0x1ff, protocol: 0x1fffff });
     const s = await done;
-    assert.deepEqual(concat(chunks["to-mta"]), garbage, "forwarded unchanged");
+    assert.deepEqual(concatBytes(chunks["to-mta"]), garbage, "forwarded unchanged");
     assert.equal(s.bytes["to-mta"], garbage.length);
   });
 });

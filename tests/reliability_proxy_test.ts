@@ -33,6 +33,7 @@ import {
 import { stageOf } from "../lib/wire/command_bits.ts";
 import type { Listener } from "../lib/server/adapters/types.ts";
 import { added, openClient, sendOne, TIMEOUT, tx, waitFor, within } from "./helpers/server_kit.ts";
+import { concatBytes } from "../lib/wire/concat.ts";
 
 const echo = () =>
   defineFilter({
@@ -190,7 +191,6 @@ function expectsReply(c: Command, protocol: number): boolean {
   const bit = NR[c.type];
   return bit !== undefined && (protocol & bit) === 0;
 }
-const concat = (parts: readonly Uint8Array[]) => new Uint8Array(parts.flatMap((p) => [...p]));
 
 describe("proxy under faults (real sockets)", () => {
   let upstream: MilterServer | undefined;
@@ -352,7 +352,7 @@ describe("proxy under faults (real sockets)", () => {
       for (let i = 0; i <= FRAMES.length; i++) {
         for (const part of [0, 2]) {
           if (part > 0 && i === FRAMES.length) continue;
-          const bytes = concat([
+          const bytes = concatBytes([
             ...FRAMES.slice(0, i),
             FRAMES[i]?.subarray(0, part) ?? new Uint8Array(),
           ]);

@@ -12,13 +12,14 @@ import { defineFilter } from "../lib/filter/filter.ts";
 import type { SessionEvent } from "../lib/filter/session.ts";
 import { endSession, runTransaction } from "../lib/mta/transaction.ts";
 import { listen, type MilterServer } from "../lib/server/server.ts";
+import { expectsReply, FINAL_REPLIES } from "../lib/wire/command_bits.ts";
 import { encodeCommand } from "../lib/wire/command_codec.ts";
-import { SMFIP } from "../lib/wire/constants.ts";
 import { FilterHandlerError, MilterProtocolError, MilterTimeoutError } from "../lib/wire/errors.ts";
 import { FrameDecoder } from "../lib/wire/frame.ts";
 import { decodeReply } from "../lib/wire/reply_codec.ts";
 import type { Command, Reply } from "../lib/wire/types.ts";
 import { added, openClient, sendOne, TIMEOUT, tx, waitFor, within } from "./helpers/server_kit.ts";
+import { concatBytes } from "../lib/wire/concat.ts";
 
 const enc = new TextEncoder();
 
@@ -96,43 +97,8 @@ const SESSION: Command[] = [
   { type: "quit" },
 ];
 const FRAMES = SESSION.map((c) => encodeCommand(c));
-const NR: Partial<Record<Command["type"], number>> = {
-  connect: SMFIP.NR_CONN,
-  helo: SMFIP.NR_HELO,
-  mail: SMFIP.NR_MAIL,
-  rcpt: SMFIP.NR_RCPT,
-  data: SMFIP.NR_DATA,
-  header: SMFIP.NR_HDR,
-  eoh: SMFIP.NR_EOH,
-  body: SMFIP.NR_BODY,
-};
-/** Whether the filter owes a reply to `c`, given the protocol bits it negotiated. */
-function expectsReply(c: Command, protocol: number): boolean {
-  if (c.type === "optneg" || c.type === "eom") return true;
-  const bit = NR[c.type];
-  return bit !== undefined && (protocol & bit) === 0;
-}
-const FINAL = new Set([
-  "optneg",
-  "continue",
-  "accept",
-  "reject",
-  "tempfail",
-  "discard",
-  "replycode",
-  "skip",
-]);
-const finals = (rs: readonly Reply[]) => rs.filter((r) => FINAL.has(r.type));
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+const finals = (rs: readonly Reply[]) =>
+  rs.filter((r) => r.type === "optneg" || FINAL_REPLIES.has(r.type));
 
 /** Every cut of the session: at each frame boundary, inside each length prefix and payload. */
 function cuts(): { name: string; bytes: Uint8Array; complete: Command[] }[] {
@@ -140,19 +106,19 @@ function cuts(): { name: string; bytes: Uint8Array; complete: Command[] }[] {
   for (let i = 0; i <= FRAMES.length; i++) {
     const whole = FRAMES.slice(0, i);
     const complete = SESSION.slice(0, i);
-    out.push({ name: `after ${i} frames`, bytes: concat(whole), complete });
+    out.push({ name: `after ${i} frames`, bytes: concatBytes(whole), complete });
     const next = FRAMES[i];
     if (next === undefined) continue;
     const what = SESSION[i]!.type;
     out.push({
       name: `inside the length of ${what}`,
-      bytes: concat([...whole, next.subarray(0, 2)]),
+      bytes: concatBytes([...whole, next.subarray(0, 2)]),
       complete,
     });
     if (next.length > 6) {
       out.push({
         name: `inside the payload of ${what}`,
-        bytes: concat([...whole, next.subarray(0, next.length - 2)]),
+        bytes: concatBytes([...whole, next.subarray(0, next.length - 2)]),
         complete,
       });
     }
@@ -243,7 +209,7 @@ describe("server under hostile peers and failing handlers (real sockets)", () =>
             // Half-closed: the peer still reads, so every reply must have arrived.
             const first = out.replies[0];
             const protocol = first?.type === "optneg" ? first.protocol : 0;
-            const want = cut.complete.filter((c) => expectsReply(c, protocol)).length;
+            const want = cut.complete.filter((c) => expectsReply(c.type, protocol)).length;
             assert.equal(finals(out.replies).length, want, `final replies, ${label}`);
             const fresh = errors.slice(before.errors).map((e) => e.error);
             const midFrame = cut.name.startsWith("inside");
@@ -264,7 +230,10 @@ describe("server under hostile peers and failing handlers (real sockets)", () =>
     const [name, bytes] of [
       ["half a length prefix", new Uint8Array([0, 0])],
       ["half an OPTNEG frame", FRAMES[0]!.subarray(0, 9)],
-      ["a complete OPTNEG then half a CONNECT", concat([FRAMES[0]!, FRAMES[2]!.subarray(0, 12)])],
+      [
+        "a complete OPTNEG then half a CONNECT",
+        concatBytes([FRAMES[0]!, FRAMES[2]!.subarray(0, 12)]),
+      ],
     ] as const
   ) {
     it(

@@ -11,7 +11,7 @@ import { connect } from "../server/net.ts";
 import { parseSocketSpec } from "../server/socket_spec.ts";
 import { COLOR_OPTIONS, wantColor } from "./color.ts";
 import type { Command } from "../wire/types.ts";
-import { stageOf } from "../wire/command_bits.ts";
+import { FINAL_REPLIES, stageOf } from "../wire/command_bits.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -108,17 +108,6 @@ function timedStage(type: Command["type"]): string | undefined {
   const stage = stageOf(type);
   return stage === "unknown" ? undefined : stage;
 }
-const FINAL = new Set([
-  "continue",
-  "accept",
-  "reject",
-  "tempfail",
-  "discard",
-  "replycode",
-  "skip",
-  "optneg",
-]);
-
 function makeMessage(size: number, headers: number, n: number): Uint8Array {
   const extra = Array.from(
     { length: headers },
@@ -259,7 +248,7 @@ export const benchCommand: Subcommand = {
               last = stage ? { stage, t: performance.now() } : undefined;
             },
             onReply: (r) => {
-              if (!FINAL.has(r.type) || last === undefined) return;
+              if ((r.type !== "optneg" && !FINAL_REPLIES.has(r.type)) || last === undefined) return;
               let s = stages.get(last.stage);
               if (!s) stages.set(last.stage, s = new Samples());
               s.add(performance.now() - last.t);

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { expectsReply } from "../wire/command_bits.ts";
+import { expectsReply, FINAL_REPLY_CODES } from "../wire/command_bits.ts";
 import { decodeCommand } from "../wire/command_codec.ts";
 import { ConnectionClosedError } from "../wire/errors.ts";
 import type { Filter } from "../filter/filter.ts";
@@ -106,17 +106,6 @@ const COMMAND_TYPES: Readonly<Record<number, Command["type"]>> = {
   [SMFIC.DATA]: "data",
   [SMFIC.UNKNOWN]: "unknown",
 };
-/** Replies that end the wait for a command (PROGRESS, QUARANTINE and modifications do not). */
-const FINAL_REPLIES = new Set<number>([
-  SMFIR.CONTINUE,
-  SMFIR.ACCEPT,
-  SMFIR.REJECT,
-  SMFIR.TEMPFAIL,
-  SMFIR.DISCARD,
-  SMFIR.REPLYCODE,
-  SMFIR.SKIP,
-]);
-
 const u32 = (b: Uint8Array, at: number): number | undefined =>
   b.length >= at + 4
     ? ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0
@@ -186,7 +175,7 @@ class Pending {
     if (frame.code === SMFIR.OPTNEG) {
       this.negotiatedProtocol = u32(frame.payload, 8) ?? 0;
       this.waiting.shift();
-    } else if (FINAL_REPLIES.has(frame.code)) this.waiting.shift();
+    } else if (FINAL_REPLY_CODES.has(frame.code)) this.waiting.shift();
   }
 }
 

@@ -43,8 +43,8 @@
 
 import { SessionAnnotator } from "./annotate/annotator.ts";
 import { decodedToJson, describeDecoded } from "./annotate/render.ts";
-import { decodeCommand, encodeCommand } from "../wire/command_codec.ts";
 import { concatBytes } from "../wire/concat.ts";
+import { decodeCommand, encodeCommand } from "../wire/command_codec.ts";
 import { encodeFrame, FrameDecoder } from "../wire/frame.ts";
 import { decodeReply, encodeReply } from "../wire/reply_codec.ts";
 import { RECORDING_FORMAT, RECORDING_VERSION } from "./recording_read.ts";

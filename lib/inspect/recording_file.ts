@@ -64,7 +64,7 @@ const encoder = new TextEncoder();
  *
  * @example
  * ```ts
- * import { RecordingFile } from "@milterkit/milterkit";
+ * import { RecordingFile } from "./recording_file.ts";
  * import { mkdtempSync } from "node:fs";
  * import { tmpdir } from "node:os";
  * import assert from "node:assert/strict";

@@ -109,7 +109,7 @@ export interface RecordingSink {
  *
  * @example
  * ```ts
- * import { RecordingReader } from "@milterkit/milterkit";
+ * import { RecordingReader } from "./recording_read.ts";
  * import assert from "node:assert/strict";
  * const ended: string[] = [];
  * const r = new RecordingReader({ start() {}, data() {}, end: (s) => ended.push(s.id) });

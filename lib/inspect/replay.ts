@@ -15,6 +15,7 @@
 import type { AnnotatedEvent } from "./annotate/types.ts";
 import { describeDecoded } from "./annotate/render.ts";
 import { MilterClient } from "../mta/client.ts";
+import { diffOps } from "../mail/diff.ts";
 import type { CommandResult, EomResult, MacroInput } from "../mta/types.ts";
 import { encodeReply } from "../wire/reply_codec.ts";
 import type { Command, Duplex, MtaStyle, Reply } from "../wire/types.ts";
@@ -393,7 +394,7 @@ export function renderReplay(report: ReplayReport, title: string): string {
       continue;
     }
     out.push(`≠ ${s.command}`);
-    for (const line of lineDiff(s.recorded, s.replayed)) out.push(`    ${line}`);
+    for (const op of diffOps(s.recorded, s.replayed)) out.push(`    ${op.kind} ${op.line}`);
   }
   if (report.error !== undefined) out.push(`stopped: ${report.error}`);
   out.push(
@@ -403,29 +404,4 @@ export function renderReplay(report: ReplayReport, title: string): string {
         (report.error !== undefined ? ", replay incomplete" : ""),
   );
   return out.join("\n") + "\n";
-}
-
-/** A minimal LCS line diff: `  ` common, `- ` only in `a`, `+ ` only in `b`. */
-function lineDiff(a: readonly string[], b: readonly string[]): string[] {
-  const n = a.length;
-  const m = b.length;
-  const lcs: number[][] = Array.from({ length: n + 1 }, () => new Array<number>(m + 1).fill(0));
-  for (let i = n - 1; i >= 0; i--) {
-    for (let j = m - 1; j >= 0; j--) {
-      lcs[i]![j] = a[i] === b[j]
-        ? lcs[i + 1]![j + 1]! + 1
-        : Math.max(lcs[i + 1]![j]!, lcs[i]![j + 1]!);
-    }
-  }
-  const out: string[] = [];
-  let i = 0;
-  let j = 0;
-  while (i < n || j < m) {
-    if (i < n && j < m && a[i] === b[j]) {
-      out.push(`  ${a[i++]}`);
-      j++;
-    } else if (i < n && (j === m || lcs[i + 1]![j]! >= lcs[i]![j + 1]!)) out.push(`- ${a[i++]}`);
-    else out.push(`+ ${b[j++]}`);
-  }
-  return out;
 }

@@ -21,10 +21,27 @@ export interface DiffOptions {
   readonly maxCells?: number;
 }
 
-type Op = { readonly kind: " " | "-" | "+"; readonly line: string };
+/** One line of an edit script: `" "` in both, `"-"` only before, `"+"` only after. */
+export type DiffOp = { readonly kind: " " | "-" | "+"; readonly line: string };
 
-/** Edit script between `a` and `b` (both already stripped of their common ends). */
-function lcsOps(a: readonly string[], b: readonly string[], maxCells: number): Op[] {
+/**
+ * The edit script from `a` to `b` by longest common subsequence (a removal before an addition
+ * where both are possible). Above `maxCells` (`a.length × b.length`) no table is built: all of
+ * `a` is removed, then all of `b` added.
+ *
+ * @param a The lines before.
+ * @param b The lines after.
+ * @param maxCells Largest table built (default 4 000 000).
+ * @returns One op per line of `a` and of `b`, common lines once.
+ *
+ * @example
+ * ```ts
+ * import { diffOps } from "./diff.ts";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(diffOps(["a", "b"], ["a", "c"]).map((o) => o.kind + o.line), [" a", "-b", "+c"]);
+ * ```
+ */
+export function diffOps(a: readonly string[], b: readonly string[], maxCells = 4e6): DiffOp[] {
   const n = a.length;
   const m = b.length;
   if (n * m > maxCells || n === 0 || m === 0) {
@@ -43,7 +60,7 @@ function lcsOps(a: readonly string[], b: readonly string[], maxCells: number): O
         : Math.max(lengths[(i + 1) * w + j]!, lengths[i * w + j + 1]!);
     }
   }
-  const ops: Op[] = [];
+  const ops: DiffOp[] = [];
   let i = 0;
   let j = 0;
   while (i < n && j < m) {
@@ -95,9 +112,9 @@ export function diffLines(before: string, after: string, options: DiffOptions = 
   while (
     suf < a.length - pre && suf < b.length - pre && a[a.length - 1 - suf] === b[b.length - 1 - suf]
   ) suf++;
-  const ops: Op[] = [
+  const ops: DiffOp[] = [
     ...a.slice(0, pre).map((line) => ({ kind: " " as const, line })),
-    ...lcsOps(a.slice(pre, a.length - suf), b.slice(pre, b.length - suf), options.maxCells ?? 4e6),
+    ...diffOps(a.slice(pre, a.length - suf), b.slice(pre, b.length - suf), options.maxCells),
     ...a.slice(a.length - suf).map((line) => ({ kind: " " as const, line })),
   ];
   if (ops.every((o) => o.kind === " ")) return ""; // differ only in line-end style

@@ -6,7 +6,7 @@
  */
 
 import type { CommandType, ReplyType, Stage } from "./types.ts";
-import { SMFIF, SMFIP } from "./constants.ts";
+import { SMFIF, SMFIP, SMFIR } from "./constants.ts";
 
 /**
  * The stage a command belongs to, in the one stage vocabulary ({@link Stage}): `mail` is
@@ -134,3 +134,44 @@ export const MODIFICATION_ACTION: Readonly<Partial<Record<ReplyType, number>>> =
   chgfrom: SMFIF.CHGFROM,
   quarantine: SMFIF.QUARANTINE,
 };
+
+/** The codes of the replies that end the filter's answer to a command (see FINAL_REPLIES). */
+const FINAL_REPLY_CODE = {
+  continue: SMFIR.CONTINUE,
+  accept: SMFIR.ACCEPT,
+  reject: SMFIR.REJECT,
+  tempfail: SMFIR.TEMPFAIL,
+  discard: SMFIR.DISCARD,
+  replycode: SMFIR.REPLYCODE,
+  skip: SMFIR.SKIP,
+  shutdown: SMFIR.SHUTDOWN,
+  connfail: SMFIR.CONN_FAIL,
+} as const satisfies Partial<Record<ReplyType, number>>;
+
+/**
+ * Replies that end the filter's answer to a command once negotiation is done: the MTA stops
+ * reading for that command (`progress`, `quarantine` and the other modifications do not).
+ * `optneg` ends only the negotiation and is not in the set.
+ *
+ * @example
+ * ```ts
+ * import { FINAL_REPLIES } from "./command_bits.ts";
+ * import assert from "node:assert/strict";
+ * assert.ok(FINAL_REPLIES.has("shutdown") && !FINAL_REPLIES.has("progress"));
+ * ```
+ */
+export const FINAL_REPLIES: ReadonlySet<ReplyType> = new Set<ReplyType>(
+  Object.keys(FINAL_REPLY_CODE) as ReplyType[],
+);
+
+/**
+ * {@link FINAL_REPLIES} by reply byte, for code that follows frames without decoding them.
+ *
+ * @example
+ * ```ts
+ * import { FINAL_REPLY_CODES } from "./command_bits.ts";
+ * import assert from "node:assert/strict";
+ * assert.ok(FINAL_REPLY_CODES.has(0x34) && !FINAL_REPLY_CODES.has(0x70)); // SHUTDOWN, PROGRESS
+ * ```
+ */
+export const FINAL_REPLY_CODES: ReadonlySet<number> = new Set(Object.values(FINAL_REPLY_CODE));

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { concatBytes } from "./concat.ts";
 import { MilterProtocolError } from "./errors.ts";
 import type { Frame } from "./types.ts";
 import { DEFAULT_MAX_FRAME_DATA } from "./constants.ts";
@@ -20,13 +21,6 @@ export interface FrameDecoderOptions {
 }
 
 const EMPTY = new Uint8Array(0);
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
 
 /**
  * Names what the bytes at the start of a "frame" really are, when they are not milter.
@@ -144,7 +138,7 @@ export class FrameDecoder {
         if (this.#headFill < 4) break;
         const h = this.#head;
         const len = ((h[0]! << 24) | (h[1]! << 16) | (h[2]! << 8) | h[3]!) >>> 0;
-        this.#check(len, () => concat(h, chunk.subarray(p, p + 4)));
+        this.#check(len, () => concatBytes([h, chunk.subarray(p, p + 4)]));
         this.#headFill = 0;
         this.#body = new Uint8Array(len);
         continue;

@@ -2,7 +2,9 @@
 // body of SIZE MiB to a bodyStream handler that returns after its first chunk; prints the peak
 // RSS growth in MiB as `grew=N` and exits non-zero when the session went wrong.
 import assert from "node:assert/strict";
-import { defineFilter, encodeCommand, serveConnection } from "../../mod.ts";
+import { defineFilter } from "../../lib/filter/filter.ts";
+import { serveConnection } from "../../lib/filter/session.ts";
+import { encodeCommand } from "../../lib/wire/command_codec.ts";
 import { duplexPair } from "../../lib/testing/mod.ts";
 import { RawMta } from "./raw_mta.ts";
 

@@ -2,6 +2,7 @@
  * A bare-bones scripted MTA for unit tests of the filter engine: writes commands, reads
  * replies, with no protocol logic of its own (so it cannot hide engine bugs).
  */
+import { FINAL_REPLIES } from "../../lib/wire/command_bits.ts";
 import { encodeCommand } from "../../lib/wire/command_codec.ts";
 import { FrameDecoder } from "../../lib/wire/frame.ts";
 import { decodeReply } from "../../lib/wire/reply_codec.ts";
@@ -62,10 +63,7 @@ export class RawMta {
       const r = await this.next();
       if (r === undefined) return out;
       out.push(r);
-      if (
-        ["continue", "accept", "reject", "tempfail", "discard", "replycode", "skip", "shutdown"]
-          .includes(r.type)
-      ) return out;
+      if (FINAL_REPLIES.has(r.type)) return out;
     }
   }
 

@@ -7,6 +7,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { ensureBinary, runBinary, type ServeProcess, startServe } from "./helpers_binary.ts";
+import { concatBytes } from "../../lib/wire/concat.ts";
 
 /** One transaction of `send --json`. */
 interface JsonTransaction {
@@ -305,7 +306,7 @@ describe("examples/http_check.ts through the binary", () => {
       const chunks: Uint8Array[] = [];
       req.on("data", (c: Uint8Array) => chunks.push(c));
       req.on("end", () => {
-        const q = JSON.parse(new TextDecoder().decode(concat(chunks)));
+        const q = JSON.parse(new TextDecoder().decode(concatBytes(chunks)));
         asked.push(q);
         const subject = String(q.subject);
         const answer = subject.includes("bad")
@@ -390,13 +391,3 @@ describe("examples/http_check.ts through the binary", () => {
     assert.equal(t.verdict.reply, "451 4.7.1 Policy service unavailable");
   });
 });
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
-}

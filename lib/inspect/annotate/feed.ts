@@ -165,7 +165,8 @@ export function annotateStreams(pair: StreamPair, options?: AnnotatorOptions): S
  *
  * @example
  * ```ts
- * import { encodeCommand, encodeReply, StreamFeed } from "@milterkit/milterkit";
+ * import { encodeCommand, encodeReply } from "@milterkit/milterkit/wire";
+ * import { StreamFeed } from "./feed.ts";
  * import assert from "node:assert/strict";
  * const feed = new StreamFeed();
  * feed.push("to-filter", encodeCommand({ type: "mail", sender: "<a@b>", args: [] }), 1);

@@ -10,22 +10,12 @@
 import { checkReplyText, type Issue, type IssueRule } from "./check.ts";
 import type { MessageSummary, NegotiationSummary, RecipientSummary } from "./types.ts";
 import type { CommandType, Reply } from "../../wire/types.ts";
+import { FINAL_REPLIES } from "../../wire/command_bits.ts";
 import { SMFIP } from "../../wire/constants.ts";
 
 /** A rule violation before it is tied to an event. */
 type Violation = { rule: IssueRule; message: string };
 
-const FINAL = new Set([
-  "continue",
-  "accept",
-  "reject",
-  "tempfail",
-  "discard",
-  "replycode",
-  "skip",
-  "shutdown",
-  "connfail",
-]);
 const MDS_MASK = SMFIP.MDS_256K | SMFIP.MDS_1M;
 
 /** A command waiting for its reply. */
@@ -90,7 +80,7 @@ export class PendingReplies {
         message:
           `${reply.type.toUpperCase()} answers event ${last.seq}, whose reply was switched off by an NR_* flag`,
       };
-    } else if (last?.answered && last.type !== "optneg" && FINAL.has(reply.type)) {
+    } else if (last?.answered && last.type !== "optneg" && FINAL_REPLIES.has(reply.type)) {
       return {
         rule: "duplicate-final",
         message: `Second final reply ${reply.type.toUpperCase()} to event ${last.seq}`,

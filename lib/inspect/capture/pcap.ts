@@ -180,7 +180,7 @@ const MAX_RECORD = 0x4000000;
  *
  * @example
  * ```ts
- * import { CaptureReader } from "@milterkit/milterkit";
+ * import { CaptureReader } from "./pcap.ts";
  * import assert from "node:assert/strict";
  * const header = new Uint8Array(24);
  * new DataView(header.buffer).setUint32(0, 0xa1b2c3d4);

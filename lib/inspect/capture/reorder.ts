@@ -83,7 +83,7 @@ export interface GapReport {
  *
  * @example
  * ```ts
- * import { StreamReorder } from "@milterkit/milterkit";
+ * import { StreamReorder } from "./reorder.ts";
  * import assert from "node:assert/strict";
  * const out: number[] = [];
  * const r = new StreamReorder((b) => out.push(...b), 1 << 20);

@@ -90,7 +90,7 @@ export function looksLikeMtaStream(bytes: Uint8Array): boolean {
  *
  * @example
  * ```ts
- * import { StreamCollector } from "@milterkit/milterkit";
+ * import { StreamCollector } from "./tcp.ts";
  * import assert from "node:assert/strict";
  * const c = new StreamCollector();
  * c.push("to-filter", new Uint8Array([1, 2]), 10);
@@ -227,7 +227,7 @@ function same(e: Endpoint, address: string, port: number): boolean {
  *
  * @example
  * ```ts
- * import { TcpReassembler } from "@milterkit/milterkit";
+ * import { TcpReassembler } from "./tcp.ts";
  * const r = new TcpReassembler({
  *   open: (c) => console.log("milter", c.mta, "->", c.filter),
  *   data: (_c, dir, bytes) => console.log(dir, bytes.length),
