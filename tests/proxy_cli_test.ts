@@ -26,6 +26,7 @@ import {
   terminate,
   transactionThrough,
 } from "./helpers/proxy_child.ts";
+import { concatBytes } from "../lib/wire/concat.ts";
 
 const TIMEOUT = { timeout: 60_000 };
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -82,8 +83,6 @@ class RawMta {
     this.#sock.destroy();
   }
 }
-
-const concat = (parts: Uint8Array[]) => new Uint8Array(Buffer.concat(parts));
 
 async function dump(...args: string[]) {
   const io = fakeIo();
@@ -169,8 +168,8 @@ describe("milterkit proxy (child process) in front of a milterkit filter", () =>
     assert.equal(rec.sessions.length, 4);
     const last = rec.sessions.at(-1)!;
     assert.equal(last.endReason, undefined);
-    assert.deepEqual(last.toFilter, concat(mta.sent));
-    assert.deepEqual(last.toMta, concat(mta.received));
+    assert.deepEqual(last.toFilter, concatBytes(mta.sent));
+    assert.deepEqual(last.toMta, concatBytes(mta.received));
     const d = await dump(file);
     assert.equal(d.code, 0);
     assert.equal(d.sessions.length, 4);
