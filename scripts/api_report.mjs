@@ -9,7 +9,7 @@
 // (one line per symbol: `kind name`). Without --update it prints what differs and exits 1, so a
 // change of the public surface is always deliberate; --update rewrites the reports. The entry
 // point for filter authors (".") may hold at most ROOT_LIMIT symbols.
-import { spawnSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -32,28 +32,33 @@ function denoBin() {
 /**
  * The surface of every entry point of the tree at `root`.
  * @param {string} root
- * @returns {Map<string, {file: string, lines: string[]}>} export key -> source file and lines
+ * @returns {Promise<Map<string, {file: string, lines: string[]}>>} export key -> file and lines
  */
-export function surfaceOf(root) {
+export async function surfaceOf(root) {
   const exportsField = JSON.parse(readFileSync(join(root, "deno.json"), "utf8")).exports;
   const entries = typeof exportsField === "string" ? { ".": exportsField } : exportsField;
   const out = new Map();
   // one entry point per run: when deno doc reads several, a symbol exported by two of them is a
   // "reference" in one of them, and the report would depend on the other entry points
-  for (const [key, file] of Object.entries(entries)) {
-    const r = spawnSync(denoBin(), ["doc", "--json", file], {
-      cwd: root,
-      encoding: "utf8",
-      maxBuffer: 256 * 1024 * 1024,
-    });
-    if (r.status !== 0) {
-      const why = (r.stderr || String(r.error)).split("\n").filter((l) => /error/i.test(l));
-      throw new Error(
-        `deno doc --json ${file} failed (exit ${r.status}): ${why.join(" ") || "no output"}`,
-      );
-    }
+  const docs = await Promise.all(
+    Object.entries(entries).map(([key, file]) =>
+      new Promise((resolveDoc, reject) => {
+        execFile(
+          denoBin(),
+          ["doc", "--json", file],
+          { cwd: root, encoding: "utf8", maxBuffer: 256 * 1024 * 1024 },
+          (err, stdout, stderr) => {
+            if (!err) return resolveDoc({ key, file, json: stdout });
+            const why = String(stderr || err).split("\n").filter((l) => /error/i.test(l));
+            reject(new Error(`deno doc --json ${file} failed: ${why.join(" ") || err.message}`));
+          },
+        );
+      })
+    ),
+  );
+  for (const { key, file, json } of docs) {
     const url = pathToFileURL(resolve(root, file)).href;
-    const symbols = JSON.parse(r.stdout).nodes[url]?.symbols ?? [];
+    const symbols = JSON.parse(json).nodes[url]?.symbols ?? [];
     const lines = symbols.map((s) => {
       const kinds = [...new Set(s.declarations.map((d) => d.kind))].filter((k) =>
         k !== "reference"
@@ -88,10 +93,10 @@ function readReport(path) {
  * Compares (or with `update` rewrites) the reports of the tree at `root`.
  * @param {string} root
  * @param {{update?: boolean}} [options]
- * @returns {{ok: boolean, lines: string[]}} what to print
+ * @returns {Promise<{ok: boolean, lines: string[]}>} what to print
  */
-export function apiReport(root, options = {}) {
-  const surface = surfaceOf(root);
+export async function apiReport(root, options = {}) {
+  const surface = await surfaceOf(root);
   const dir = join(root, "api");
   const lines = [];
   let ok = true;
@@ -178,7 +183,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
     }
   }
   try {
-    const { ok, lines } = apiReport(root, { update });
+    const { ok, lines } = await apiReport(root, { update });
     for (const l of lines) (ok ? process.stdout : process.stderr).write(l + "\n");
     process.exit(ok ? 0 : 1);
   } catch (e) {

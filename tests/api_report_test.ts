@@ -3,7 +3,7 @@
 // surface; --update then makes it pass again.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { spawnSync } from "node:child_process";
@@ -11,6 +11,8 @@ import { fileURLToPath } from "node:url";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const SCRIPT = join(ROOT, "scripts/api_report.mjs");
+/** Each run starts deno doc once per entry point. */
+const SLOW = { timeout: 60_000 };
 
 function run(...args: string[]) {
   return spawnSync("node", [SCRIPT, ...args], { encoding: "utf8" });
@@ -26,7 +28,7 @@ function copyTree(): string {
 }
 
 describe("api_report", () => {
-  it("the checked-in reports match every entry point of deno.json", () => {
+  it("the checked-in reports match every entry point of deno.json", SLOW, () => {
     const r = run();
     assert.equal(r.status, 0, r.stderr);
     const entries = Object.keys(JSON.parse(readFileSync(join(ROOT, "deno.json"), "utf8")).exports);
@@ -43,34 +45,38 @@ describe("api_report", () => {
     }
   });
 
-  it("fails on a changed surface with the diff and the update command; --update fixes it", () => {
-    const dir = copyTree();
-    try {
-      writeFileSync(
-        join(dir, "lib/wire/mod.ts"),
-        readFileSync(join(dir, "lib/wire/mod.ts"), "utf8")
-          .replace(/^export \{ expectsReply \} from .*$/m, "") +
-          "/** A new constant. */\nexport const SURPLUS = 1;\n",
-      );
-      const r = run("--root", dir);
-      assert.equal(r.status, 1);
-      assert.match(r.stderr, /api\/wire\.txt differs from the surface of "\.\/wire"/);
-      assert.match(r.stderr, /^- function expectsReply$/m);
-      assert.match(r.stderr, /^\+ variable SURPLUS$/m);
-      assert.match(r.stderr, /node scripts\/api_report\.mjs --update/);
-      assert.doesNotMatch(r.stderr, /root\.txt|mta\.txt/);
+  it(
+    "fails on a changed surface with the diff and the update command; --update fixes it",
+    SLOW,
+    () => {
+      const dir = copyTree();
+      try {
+        writeFileSync(
+          join(dir, "lib/wire/mod.ts"),
+          readFileSync(join(dir, "lib/wire/mod.ts"), "utf8")
+            .replace(/^export \{ expectsReply \} from .*$/m, "") +
+            "/** A new constant. */\nexport const SURPLUS = 1;\n",
+        );
+        const r = run("--root", dir);
+        assert.equal(r.status, 1);
+        assert.match(r.stderr, /api\/wire\.txt differs from the surface of "\.\/wire"/);
+        assert.match(r.stderr, /^- function expectsReply$/m);
+        assert.match(r.stderr, /^\+ variable SURPLUS$/m);
+        assert.match(r.stderr, /node scripts\/api_report\.mjs --update/);
+        assert.doesNotMatch(r.stderr, /root\.txt|mta\.txt/);
 
-      const u = run("--root", dir, "--update");
-      assert.equal(u.status, 0, u.stderr);
-      assert.match(u.stdout, /wrote api\/wire\.txt/);
-      assert.match(readFileSync(join(dir, "api/wire.txt"), "utf8"), /^variable SURPLUS$/m);
-      assert.equal(run("--root", dir).status, 0);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+        const u = run("--root", dir, "--update");
+        assert.equal(u.status, 0, u.stderr);
+        assert.match(u.stdout, /wrote api\/wire\.txt/);
+        assert.match(readFileSync(join(dir, "api/wire.txt"), "utf8"), /^variable SURPLUS$/m);
+        assert.equal(run("--root", dir).status, 0);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 
-  it("fails when a new entry point has no report", () => {
+  it("fails when a new entry point has no report", SLOW, () => {
     const dir = copyTree();
     try {
       const deno = JSON.parse(readFileSync(join(dir, "deno.json"), "utf8"));
@@ -82,5 +88,37 @@ describe("api_report", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it("README snippets and examples import entry points only, and only what they export", () => {
+    const reports = new Map<string, Set<string>>();
+    for (const f of readdirSync(join(ROOT, "api"))) {
+      const entry = f === "root.txt" ? "" : `/${f.replace(/\.txt$/, "")}`;
+      const names = readFileSync(join(ROOT, "api", f), "utf8").split("\n")
+        .filter((l) => l && !l.startsWith("#")).map((l) => l.split(" ")[1]!);
+      reports.set(`@milterkit/milterkit${entry}`, new Set(names));
+    }
+    const sources: [string, string][] = [];
+    const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+    for (const m of readme.matchAll(/```ts\n([\s\S]*?)```/g)) sources.push(["README.md", m[1]!]);
+    for (const f of readdirSync(join(ROOT, "examples")).filter((f) => f.endsWith(".ts"))) {
+      sources.push([`examples/${f}`, readFileSync(join(ROOT, "examples", f), "utf8")]);
+    }
+    let imports = 0;
+    for (const [where, code] of sources) {
+      for (const m of code.matchAll(/import\s+(?:type\s+)?\{([^}]*)\}\s+from\s+"([^"]+)"/g)) {
+        const spec = m[2]!;
+        if (spec.startsWith("node:")) continue;
+        const names = reports.get(spec);
+        assert.ok(names, `${where} imports ${spec}, which is not an entry point`);
+        for (
+          const n of m[1]!.split(",").map((x) => x.trim().replace(/^type /, "").split(" as ")[0]!)
+        ) {
+          if (n) assert.ok(names.has(n), `${where}: ${spec} does not export ${n}`);
+          imports++;
+        }
+      }
+    }
+    assert.ok(imports >= 10, `${imports} imported names checked`);
   });
 });
