@@ -8,7 +8,9 @@ import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
 import { createServer } from "node:net";
-import { connectSocket, listenSocket, LoopGuard, proxyConnection, upstreamLoops } from "../mod.ts";
+import { LoopGuard, upstreamLoops } from "../lib/inspect/proxy_loop.ts";
+import { proxyConnection } from "../lib/inspect/proxy.ts";
+import { connect as connectSocket, listen as listenSocket } from "../lib/server/net.ts";
 import { RawMta } from "./helpers/raw_mta.ts";
 import { type ProxyChild, runCli, startProxy } from "./helpers/proxy_child.ts";
 

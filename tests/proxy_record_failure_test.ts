@@ -18,7 +18,8 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
-import { defineFilter, readRecording } from "../mod.ts";
+import { defineFilter } from "../lib/filter/filter.ts";
+import { readRecording } from "../lib/inspect/recording_read.ts";
 import { proxySuite, terminate, transactionThrough } from "./helpers/proxy_child.ts";
 
 const TIMEOUT = { timeout: 90_000 };

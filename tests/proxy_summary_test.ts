@@ -5,7 +5,10 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { connectSocket, defineFilter, endSession, MilterClient, runTransaction } from "../mod.ts";
+import { defineFilter } from "../lib/filter/filter.ts";
+import { MilterClient } from "../lib/mta/client.ts";
+import { endSession, runTransaction } from "../lib/mta/transaction.ts";
+import { connect as connectSocket } from "../lib/server/net.ts";
 import { type ProxyChild, proxySuite, runCli, terminate } from "./helpers/proxy_child.ts";
 
 const TIMEOUT = { timeout: 60_000 };

@@ -8,18 +8,14 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
-import {
-  type Command,
-  decodeReply,
-  defineFilter,
-  encodeCommand,
-  FrameDecoder,
-  listen,
-  type MilterServer,
-  MilterTimeoutError,
-  type Reply,
-  type SessionEvent,
-} from "../mod.ts";
+import { defineFilter } from "../lib/filter/filter.ts";
+import type { SessionEvent } from "../lib/filter/session_types.ts";
+import { listen, type MilterServer } from "../lib/server/server.ts";
+import { encodeCommand } from "../lib/wire/command_codec.ts";
+import { MilterTimeoutError } from "../lib/wire/errors.ts";
+import { FrameDecoder } from "../lib/wire/frame.ts";
+import { decodeReply } from "../lib/wire/reply_codec.ts";
+import type { Command, Reply } from "../lib/wire/types.ts";
 import { concatBytes } from "../lib/wire/concat.ts";
 import { existsSync, readFileSync } from "node:fs";
 import { ROOT, sendOne, spawnCli, TIMEOUT, tx, waitFor } from "./helpers/server_kit.ts";

@@ -6,16 +6,12 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import {
-  annotateStreams,
-  type Direction,
-  type Duplex,
-  encodeReply,
-  type Filter,
-  listen,
-  type MilterServer,
-  serveConnection,
-} from "../mod.ts";
+import type { Filter } from "../lib/filter/filter.ts";
+import { serveConnection } from "../lib/filter/session.ts";
+import { annotateStreams } from "../lib/inspect/annotate/feed.ts";
+import { listen, type MilterServer } from "../lib/server/server.ts";
+import { encodeReply } from "../lib/wire/reply_codec.ts";
+import type { Direction, Duplex } from "../lib/wire/types.ts";
 import { renderReplay, replaySession } from "../lib/inspect/replay.ts";
 import { duplexPair } from "../lib/testing/mod.ts";
 import { dumpCommand } from "../lib/cli/dump.ts";

@@ -13,7 +13,9 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { endSession, type MilterClient, type TransactionResult } from "../mod.ts";
+import type { MilterClient } from "../lib/mta/client.ts";
+import { endSession } from "../lib/mta/transaction.ts";
+import type { TransactionResult } from "../lib/mta/types.ts";
 import { freePort } from "./interop/helpers_process.ts";
 import {
   added,

@@ -42,7 +42,7 @@ function localAddresses(): Set<string> {
  *
  * @example
  * ```ts
- * import { upstreamLoops } from "@milterkit/milterkit";
+ * import { upstreamLoops } from "./proxy_loop.ts";
  * import assert from "node:assert/strict";
  * const at = (hostname: string, port: number) => ({ transport: "tcp" as const, hostname, port });
  * assert.equal(upstreamLoops(at("0.0.0.0", 8891), at("127.0.0.1", 8891)), true);
@@ -71,7 +71,7 @@ function endpoint(a: SocketAddress | undefined): string | undefined {
  *
  * @example
  * ```ts
- * import { LoopGuard } from "@milterkit/milterkit";
+ * import { LoopGuard } from "./proxy_loop.ts";
  * import assert from "node:assert/strict";
  * const guard = new LoopGuard();
  * const forget = guard.add({ transport: "tcp", hostname: "127.0.0.1", port: 40000 });

@@ -62,7 +62,9 @@ const round = (x: number) => Math.round(x * 100) / 100;
  *
  * @example
  * ```ts
- * import { messageRecord, SessionAnnotator, FrameDecoder, encodeCommand, encodeReply } from "@milterkit/milterkit";
+ * import { messageRecord } from "./proxy_summary.ts";
+ * import { SessionAnnotator } from "@milterkit/milterkit/inspect";
+ * import { FrameDecoder, encodeCommand, encodeReply } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * const frame = (b: Uint8Array) => new FrameDecoder().push(b)[0]!;
  * const a = new SessionAnnotator();
@@ -121,7 +123,7 @@ export function messageRecord(
  *
  * @example
  * ```ts
- * import { formatMessageRecord } from "@milterkit/milterkit";
+ * import { formatMessageRecord } from "./proxy_summary.ts";
  * import assert from "node:assert/strict";
  * const line = formatMessageRecord({
  *   type: "message", time: "2026-11-29T12:00:00.000Z", session: "s1", message: 1, queueId: "4XyZ",

@@ -104,7 +104,7 @@ function answer(r: Reply): Answer {
  *
  * @example
  * ```ts
- * import { decisionOf } from "@milterkit/milterkit";
+ * import { decisionOf } from "./replay.ts";
  * import assert from "node:assert/strict";
  * assert.equal(decisionOf({ type: "replycode", text: "550 5.7.1 Spam" }), "reject 550 5.7.1");
  * assert.equal(decisionOf({ type: "continue" }), "continue");

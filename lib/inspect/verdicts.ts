@@ -58,7 +58,7 @@ function stripNote(text: string): string {
  *
  * @example
  * ```ts
- * import { compareVerdicts } from "@milterkit/milterkit";
+ * import { compareVerdicts } from "./verdicts.ts";
  * import assert from "node:assert/strict";
  * const c = compareVerdicts({
  *   steps: [{
@@ -152,7 +152,7 @@ export function compareVerdicts(
  *
  * @example
  * ```ts
- * import { renderVerdicts } from "@milterkit/milterkit";
+ * import { renderVerdicts } from "./verdicts.ts";
  * import assert from "node:assert/strict";
  * const text = renderVerdicts({ decisions: [], changes: [], identical: true }, "s1");
  * assert.match(text, /no decision changed/);

@@ -52,7 +52,8 @@ const HINT = "a handler computed without awaiting; every session of this process
  *
  * @example
  * ```ts
- * import { LoopWatch, Metrics } from "@milterkit/milterkit";
+ * import { LoopWatch } from "./loop_watch.ts";
+ * import { Metrics } from "@milterkit/milterkit";
  * const metrics = new Metrics();
  * const watch = new LoopWatch({ warnMs: 500, metrics });
  * watch.reply(1, "eom", 3); // every reply's latency: slow ones name the stage of a block

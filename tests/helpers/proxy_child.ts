@@ -8,15 +8,11 @@ import { fileURLToPath } from "node:url";
 import { after, before } from "node:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import {
-  connectSocket,
-  endSession,
-  type Filter,
-  listen,
-  MilterClient,
-  type MilterServer,
-  runTransaction,
-} from "../../mod.ts";
+import type { Filter } from "../../lib/filter/filter.ts";
+import { MilterClient } from "../../lib/mta/client.ts";
+import { endSession, runTransaction } from "../../lib/mta/transaction.ts";
+import { connect as connectSocket } from "../../lib/server/net.ts";
+import { listen, type MilterServer } from "../../lib/server/server.ts";
 
 const CLI = fileURLToPath(new URL("../../cli.ts", import.meta.url));
 

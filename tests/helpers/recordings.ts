@@ -4,14 +4,11 @@ import { encodeCommand } from "../../lib/wire/command_codec.ts";
 import { encodeReply } from "../../lib/wire/reply_codec.ts";
 import type { Direction, Reply } from "../../lib/wire/types.ts";
 import type { TransactionInput } from "../../lib/mta/types.ts";
-import {
-  endSession,
-  type Filter,
-  MilterClient,
-  proxyConnection,
-  runTransaction,
-  serveConnection,
-} from "../../mod.ts";
+import type { Filter } from "../../lib/filter/filter.ts";
+import { serveConnection } from "../../lib/filter/session.ts";
+import { proxyConnection } from "../../lib/inspect/proxy.ts";
+import { MilterClient } from "../../lib/mta/client.ts";
+import { endSession, runTransaction } from "../../lib/mta/transaction.ts";
 import { duplexPair } from "../../lib/testing/mod.ts";
 
 /** The lines of a recording of session `id`: OPTNEG both ways, MAIL <x@y>, then `replies`. */
