@@ -127,7 +127,10 @@ export class MessageLog {
       if (recipient) recipient.outcome = outcome;
       if (outcome.kind !== "discard") return;
     } else if (outcome.reply === "continue" && stage !== "eom") return;
-    if (m.outcome.kind === "incomplete") m.outcome = outcome;
+    if (m.outcome.kind === "incomplete") {
+      m.outcome = outcome;
+      m.endTime = time ?? m.endTime; // the verdict's time
+    }
     if (stage === "eom" && this.current === m) this.close(undefined, time);
   }
 }
