@@ -70,9 +70,9 @@ export {
   type LogFields,
   type Logger,
   type LoggerOptions,
-  type LogLevel,
   silentLogger,
 } from "./lib/server/log.ts";
+export type { FilterLog, FilterLogSink, LogLevel, ServedMessage } from "./lib/filter/log.ts";
 export { type Histogram, Metrics, type MetricsData } from "./lib/server/metrics.ts";
 export { loggingFilter } from "./lib/server/logging_filter.ts";
 

@@ -10,12 +10,12 @@
 import type { ConnectInfo } from "../mail/envelope.ts";
 import type { Modification, Reply, Stage } from "../wire/types.ts";
 
-/** Levels of {@link FilterLog}, most verbose first. */
-export type FilterLogLevel = "debug" | "info" | "warn" | "error";
+/** Log levels, most verbose first: of {@link FilterLog} and of the server's logger. */
+export type LogLevel = "debug" | "info" | "warn" | "error";
 
 /** Receives `ctx.log` lines: level, message, fields (the queue id already added as `queue`). */
 export type FilterLogSink = (
-  level: FilterLogLevel,
+  level: LogLevel,
   message: string,
   fields: Readonly<Record<string, unknown>>,
 ) => void;
@@ -54,7 +54,7 @@ export interface FilterLog {
  *
  * @example
  * ```ts
- * import { bindFilterLog } from "@milterkit/milterkit";
+ * import { bindFilterLog } from "./log.ts";
  * import assert from "node:assert/strict";
  * const lines: unknown[] = [];
  * const log = bindFilterLog((level, message, fields) => lines.push([level, message, fields]),
@@ -67,7 +67,7 @@ export function bindFilterLog(
   sink: FilterLogSink | undefined,
   tags: () => Readonly<Record<string, unknown>>,
 ): FilterLog {
-  const write = (level: FilterLogLevel) =>
+  const write = (level: LogLevel) =>
   (
     message: string,
     fields: Readonly<Record<string, unknown>> = {},
@@ -87,7 +87,7 @@ export function bindFilterLog(
  *
  * @example
  * ```ts
- * import type { ServedMessage } from "@milterkit/milterkit";
+ * import type { ServedMessage } from "./log.ts";
  * const line = (m: ServedMessage) => `${m.queueId ?? "-"} ${m.verdict} at ${m.stage}`;
  * ```
  */
@@ -125,7 +125,7 @@ export interface ServedMessage {
  *
  * @example
  * ```ts
- * import { briefChange } from "@milterkit/milterkit";
+ * import { briefChange } from "./log.ts";
  * import assert from "node:assert/strict";
  * assert.equal(briefChange({ type: "chgheader", name: "Subject", index: 1, value: "x" }),
  *   "chgheader:Subject[1]");

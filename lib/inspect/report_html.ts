@@ -71,7 +71,7 @@ function esc(s: string): string {
  *
  * @example
  * ```ts
- * import { HtmlReport } from "@milterkit/milterkit";
+ * import { HtmlReport } from "./report_html.ts";
  * import assert from "node:assert/strict";
  * const report = new HtmlReport({ title: "empty" });
  * assert.match(report.html(), /^<!doctype html>/);

@@ -23,7 +23,7 @@ const BUCKETS = PER_DECADE * DECADES;
  *
  * @example
  * ```ts
- * import { LatencyHistogram } from "@milterkit/milterkit";
+ * import { LatencyHistogram } from "./stats.ts";
  * import assert from "node:assert/strict";
  * const h = new LatencyHistogram();
  * for (let i = 1; i <= 100; i++) h.add(i);
@@ -105,7 +105,7 @@ const MAX_SLOTS = 2000;
  *
  * @example
  * ```ts
- * import { VerdictSeries } from "@milterkit/milterkit";
+ * import { VerdictSeries } from "./stats.ts";
  * import assert from "node:assert/strict";
  * const v = new VerdictSeries();
  * v.add(1_000, "accept");
@@ -218,7 +218,7 @@ function round(ms: number): number {
  *
  * @example
  * ```ts
- * import { DumpStats } from "@milterkit/milterkit";
+ * import { DumpStats } from "./stats.ts";
  * const stats = new DumpStats();
  * // for each SessionReport r (with events, for latencies): stats.add(r);
  * console.log(stats.result().messages); // 0
@@ -374,7 +374,7 @@ function pct(n: number, of: number): string {
  *
  * @example
  * ```ts
- * import { DumpStats, renderStats } from "@milterkit/milterkit";
+ * import { DumpStats, renderStats } from "./stats.ts";
  * console.log(renderStats(new DumpStats().result()));
  * ```
  */

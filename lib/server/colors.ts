@@ -32,7 +32,7 @@ export type AnsiColor = keyof typeof ANSI;
  *
  * @example
  * ```ts
- * import { paint } from "@milterkit/milterkit";
+ * import { paint } from "./colors.ts";
  * import assert from "node:assert/strict";
  * assert.equal(paint("red", "reject", false), "reject");
  * assert.equal(paint("red", "reject", true), "\x1b[31mreject\x1b[0m");
@@ -52,7 +52,7 @@ export function paint(color: AnsiColor, text: string, on = true): string {
  *
  * @example
  * ```ts
- * import { verdictColor } from "@milterkit/milterkit";
+ * import { verdictColor } from "./colors.ts";
  * import assert from "node:assert/strict";
  * assert.equal(verdictColor("tempfail"), "yellow");
  * ```

@@ -7,9 +7,9 @@
 
 import { MilterError } from "../wire/errors.ts";
 import { type AnsiColor, paint, verdictColor } from "./colors.ts";
+import type { LogLevel } from "../filter/log.ts";
 
-/** Log levels, most verbose first. */
-export type LogLevel = "debug" | "info" | "warn" | "error";
+export type { LogLevel };
 
 const RANK: Readonly<Record<LogLevel, number>> = { debug: 10, info: 20, warn: 30, error: 40 };
 
@@ -167,7 +167,7 @@ function rootCause(e: unknown): unknown {
  *
  * @example
  * ```ts
- * import { errorFrame } from "@milterkit/milterkit";
+ * import { errorFrame } from "./log.ts";
  * import assert from "node:assert/strict";
  * const e = new Error("boom");
  * e.stack = "Error: boom\n    at JSON.parse (<anonymous>)\n    at eom (file:///f.ts:3:9)";
@@ -197,7 +197,7 @@ export function errorFrame(e: unknown): string | undefined {
  *
  * @example
  * ```ts
- * import { errorStack } from "@milterkit/milterkit";
+ * import { errorStack } from "./log.ts";
  * const stack = errorStack(new Error("x"));
  * ```
  */

@@ -21,7 +21,7 @@ import type { LogFields, Logger } from "./log.ts";
  *
  * @example
  * ```ts
- * import { messageLogFields } from "@milterkit/milterkit";
+ * import { messageLogFields } from "./message_log.ts";
  * import assert from "node:assert/strict";
  * const f = messageLogFields(3, {
  *   number: 1, queueId: "4XyZ", client: undefined, sender: "<a@example.com>",
@@ -63,7 +63,8 @@ export function messageLogFields(session: number, m: ServedMessage): LogFields {
  *
  * @example
  * ```ts
- * import { createLogger, filterLogSink } from "@milterkit/milterkit";
+ * import { createLogger } from "@milterkit/milterkit";
+ * import { filterLogSink } from "./message_log.ts";
  * import assert from "node:assert/strict";
  * const lines: string[] = [];
  * const log = createLogger({ format: "text", sink: (l) => lines.push(l), now: () => 0 });

@@ -8,7 +8,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import process from "node:process";
-import type { TransactionResult } from "../../mod.ts";
+import type { TransactionResult } from "../../lib/mta/types.ts";
 import { ensurePeers } from "./harness.ts";
 import { freePort, type PeerProcess, sleep, startPeer } from "./helpers_process.ts";
 import { cliArgs, ROOT, sendOne, tx } from "../helpers/server_kit.ts";
