@@ -31,6 +31,7 @@ export {
   SMFIR,
 } from "./constants.ts";
 export type {
+  ByteChannel,
   Command,
   CommandType,
   ConnectFamily,

@@ -35,7 +35,7 @@ export interface Duplex {
  *
  * @example
  * ```ts
- * import type { ByteChannel } from "@milterkit/milterkit";
+ * import type { ByteChannel } from "@milterkit/milterkit/wire";
  * async function echoOnce(ch: ByteChannel): Promise<void> {
  *   const chunk = await ch.read();
  *   if (chunk) await ch.write(chunk);
