@@ -8,28 +8,22 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
+import { defineFilter } from "../lib/filter/filter.ts";
 import {
-  type Command,
-  ConnectionClosedError,
-  connectSocket,
-  decodeCommand,
-  decodeReply,
-  defineFilter,
-  encodeCommand,
-  encodeReply,
-  FrameDecoder,
-  listen,
-  listenSocket,
-  MilterClient,
-  type MilterServer,
-  MilterTimeoutError,
   proxyConnection,
   type ProxySummary,
-  type Reply,
-  runTransaction,
-  SMFIP,
   type UpstreamFailurePolicy,
-} from "../mod.ts";
+} from "../lib/inspect/proxy.ts";
+import { MilterClient } from "../lib/mta/client.ts";
+import { runTransaction } from "../lib/mta/transaction.ts";
+import { connect as connectSocket, listen as listenSocket } from "../lib/server/net.ts";
+import { listen, type MilterServer } from "../lib/server/server.ts";
+import { decodeCommand, encodeCommand } from "../lib/wire/command_codec.ts";
+import { SMFIP } from "../lib/wire/constants.ts";
+import { ConnectionClosedError, MilterTimeoutError } from "../lib/wire/errors.ts";
+import { FrameDecoder } from "../lib/wire/frame.ts";
+import { decodeReply, encodeReply } from "../lib/wire/reply_codec.ts";
+import type { Command, Reply } from "../lib/wire/types.ts";
 import { stageOf } from "../lib/wire/command_bits.ts";
 import type { Listener } from "../lib/server/adapters/types.ts";
 import { added, openClient, sendOne, TIMEOUT, tx, waitFor, within } from "./helpers/server_kit.ts";

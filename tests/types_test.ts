@@ -7,15 +7,10 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import {
-  bodyBuffering,
-  defineFilter,
-  type Filter,
-  listen,
-  type MilterServer,
-  requirementsOf,
-  serveConnection,
-} from "../mod.ts";
+import { bodyBuffering, defineFilter, type Filter } from "../lib/filter/filter.ts";
+import { requirementsOf } from "../lib/filter/negotiate.ts";
+import { serveConnection } from "../lib/filter/session.ts";
+import { listen, type MilterServer } from "../lib/server/server.ts";
 import { duplexPair } from "../lib/testing/mod.ts";
 import { sendOne, TIMEOUT, tx } from "./helpers/server_kit.ts";
 

@@ -18,7 +18,7 @@ import { SMFIF, SMFIP, SMFIR } from "./constants.ts";
  *
  * @example
  * ```ts
- * import { stageOf } from "@milterkit/milterkit";
+ * import { stageOf } from "@milterkit/milterkit/wire";
  * import assert from "node:assert/strict";
  * assert.equal(stageOf("mail"), "envfrom");
  * assert.equal(stageOf("abort"), undefined);

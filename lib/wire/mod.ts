@@ -43,6 +43,7 @@ export type {
   Negotiated,
   Reply,
   ReplyType,
+  Stage,
   SymbolList,
 } from "./types.ts";
 export {
@@ -55,7 +56,7 @@ export {
 } from "./frame.ts";
 export { COMMAND_NAMES, decodeCommand, encodeCommand } from "./command_codec.ts";
 export { decodeReply, encodeReply, REPLY_NAMES } from "./reply_codec.ts";
-export { expectsReply } from "./command_bits.ts";
+export { expectsReply, stageOf } from "./command_bits.ts";
 export { decodeText, displayText, encodeText } from "./text.ts";
 export {
   ConnectionClosedError,
