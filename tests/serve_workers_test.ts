@@ -144,7 +144,7 @@ describe("serve --workers", () => {
       assert.equal(metric(text, 'milterkit_worker_up{worker="2"}'), 1);
       assert.deepEqual(await scrape(metricsPort, "/health"), [
         200,
-        "serving: 2 of 2 workers listening\n",
+        "serving: 2 of 2 workers answering\n",
       ]);
 
       writeFileSync(file, script(2));
@@ -282,13 +282,17 @@ describe("a CPU-bound handler (3 s busy loop, --handler-timeout 1500)", () => {
    * Starts the busy session, then 16 others once its eom is running; returns how many of the
    * others finished before the busy one did.
    */
-  async function race(spec: string): Promise<{ busy: TransactionResult; before: number }> {
+  async function race(
+    spec: string,
+    during: () => Promise<unknown> = async () => {},
+  ): Promise<{ busy: TransactionResult; before: number; seen: unknown }> {
     const client = await openClient(spec);
     let busyDone = false;
     rmSync(mark, { force: true });
     const busy = runTransactionIn(client, tx("busy"));
     busy.then(() => (busyDone = true), () => (busyDone = true));
     await waitFor(() => existsSync(mark), "the busy loop to start");
+    const seen = await during();
     let before = 0;
     await Promise.all(Array.from({ length: 16 }, async (_, i) => {
       await sendOne(spec, tx(`other-${i}`));
@@ -296,7 +300,7 @@ describe("a CPU-bound handler (3 s busy loop, --handler-timeout 1500)", () => {
     }));
     const r = await within(busy, 30_000, "the busy session");
     await endSession(client);
-    return { busy: r, before };
+    return { busy: r, before, seen };
   }
 
   it(
@@ -337,16 +341,28 @@ describe("a CPU-bound handler (3 s busy loop, --handler-timeout 1500)", () => {
   );
 
   it("with two workers: the other worker keeps answering", LONG, async () => {
-    const port = await freePort();
+    const [port, metricsPort] = [await freePort(), await freePort()];
     const spec = `inet:${port}@127.0.0.1`;
     const child = await serveChild(
-      [file, "--workers", "2", "--listen", spec, "--handler-timeout", "1500"],
+      [
+        file,
+        "--workers",
+        "2",
+        "--listen",
+        spec,
+        "--handler-timeout",
+        "1500",
+        "--metrics-port",
+        String(metricsPort),
+      ],
       children,
-      "workers",
+      "metrics",
     );
-    const { busy, before } = await race(spec);
+    const { busy, before, seen } = await race(spec, () => scrape(metricsPort, "/health"));
     assert.equal(busy.verdict.type, "continue");
     assert.ok(before > 0, "sessions on the other worker were answered during the busy loop");
+    // The held worker does not answer the health check's ping; the other one does.
+    assert.deepEqual(seen, [200, "serving: 1 of 2 workers answering\n"]);
     await waitLog(child, "handler blocked the event loop");
     signal(child, "SIGTERM");
     await within(child.exited, 30_000, "serve to exit");

@@ -5,9 +5,11 @@
  * started) owns signals, the metrics and health endpoint, and restarts a worker that dies. It
  * talks to each worker over the worker's stdin/stdout, one JSON object per line:
  *
- * - to a worker: `{"op":"metrics","id":1}`, `{"op":"reload","id":2}`, `{"op":"stop","now":false}`
+ * - to a worker: `{"op":"metrics","id":1}`, `{"op":"ping","id":2}`, `{"op":"reload","id":3}`,
+ *   `{"op":"stop","now":false}`
  * - from a worker: `{"type":"ready","address":"inet:8890@127.0.0.1"}`,
- *   `{"type":"metrics","id":1,"data":{…}}`, `{"type":"reloaded","id":2,"ok":true}`
+ *   `{"type":"metrics","id":1,"data":{…}}`, `{"type":"pong","id":2}`,
+ *   `{"type":"reloaded","id":3,"ok":true}`
  *
  * A worker's stdin closing (the supervisor died) stops it gracefully. Workers log to the shared
  * stderr with a `worker` field.
@@ -30,6 +32,8 @@ export const WORKER_ENV = "MILTERKIT_WORKER";
 
 /** How long a worker may take to answer a metrics request before it is reported down. */
 const ASK_MS = 1000;
+/** How long a worker may take to answer a health check's ping. */
+const HEALTH_MS = 500;
 /** How long a worker may take to start listening. */
 const START_MS = 60_000;
 
@@ -170,6 +174,9 @@ export async function runWorker(run: WorkerRun, io: CliIo): Promise<number> {
     switch (msg.op) {
       case "metrics":
         send({ type: "metrics", id: msg.id, data: server.metrics.data() });
+        break;
+      case "ping":
+        send({ type: "pong", id: msg.id });
         break;
       case "reload":
         run.reload().then(
@@ -398,11 +405,12 @@ export async function supervise(o: SuperviseOptions, io: CliIo): Promise<number>
         }
         return sum.prometheus() + lines.join("\n") + "\n";
       },
-      health: () => {
-        const ready = workers.filter((w) => w.ready).length;
+      health: async () => {
         if (stopping) return { ok: false, text: "stopping" };
-        if (ready === 0) return { ok: false, text: "no worker is listening" };
-        return { ok: true, text: `serving: ${ready} of ${o.count} workers listening` };
+        // A worker whose event loop is held (a CPU-bound handler) does not answer in time.
+        const answering = (await ask("ping", HEALTH_MS)).size;
+        if (answering === 0) return { ok: false, text: "no worker answers" };
+        return { ok: true, text: `serving: ${answering} of ${o.count} workers answering` };
       },
     });
     log.info("metrics", { url: status.url });
