@@ -303,25 +303,27 @@ describe("a CPU-bound handler (3 s busy loop, --handler-timeout 1500)", () => {
     return { busy: r, before, seen };
   }
 
+  /** `serve busy.ts --workers N --handler-timeout 1500` with a metrics port. */
+  async function busyServe(workers: number) {
+    const [port, metricsPort] = [await freePort(), await freePort()];
+    const spec = `inet:${port}@127.0.0.1`;
+    const child = await serveChild(
+      [
+        file,
+        ...["--workers", String(workers), "--listen", spec, "--handler-timeout", "1500"],
+        ...["--metrics-port", String(metricsPort)],
+      ],
+      children,
+      "metrics",
+    );
+    return { child, spec, metricsPort };
+  }
+
   it(
     "with one process: every other session waits, a warning names stage and script",
     LONG,
     async () => {
-      const [port, metricsPort] = [await freePort(), await freePort()];
-      const spec = `inet:${port}@127.0.0.1`;
-      const child = await serveChild(
-        [
-          file,
-          "--listen",
-          spec,
-          "--handler-timeout",
-          "1500",
-          "--metrics-port",
-          String(metricsPort),
-        ],
-        children,
-        "metrics",
-      );
+      const { child, spec, metricsPort } = await busyServe(1);
       const { busy, before } = await race(spec);
       // The limit, stated: the timeout cannot fire while the handler holds the event loop.
       assert.equal(busy.verdict.type, "continue");
@@ -341,23 +343,7 @@ describe("a CPU-bound handler (3 s busy loop, --handler-timeout 1500)", () => {
   );
 
   it("with two workers: the other worker keeps answering", LONG, async () => {
-    const [port, metricsPort] = [await freePort(), await freePort()];
-    const spec = `inet:${port}@127.0.0.1`;
-    const child = await serveChild(
-      [
-        file,
-        "--workers",
-        "2",
-        "--listen",
-        spec,
-        "--handler-timeout",
-        "1500",
-        "--metrics-port",
-        String(metricsPort),
-      ],
-      children,
-      "metrics",
-    );
+    const { child, spec, metricsPort } = await busyServe(2);
     const { busy, before, seen } = await race(spec, () => scrape(metricsPort, "/health"));
     assert.equal(busy.verdict.type, "continue");
     assert.ok(before > 0, "sessions on the other worker were answered during the busy loop");
