@@ -20,6 +20,7 @@ import type { CommandResult, EomResult, MacroInput } from "../mta/types.ts";
 import { encodeReply } from "../wire/reply_codec.ts";
 import type { Command, Duplex, MtaStyle, Reply } from "../wire/types.ts";
 import { SMFIP } from "../wire/constants.ts";
+import { STAGE_LETTER, stageOf } from "../wire/command_bits.ts";
 
 /**
  * One recorded command and the answers it got then and now.
@@ -288,7 +289,8 @@ export async function replaySession(
         macros = { stage: c.stage, pairs: c.macros, seq: e.seq };
         continue;
       }
-      const letter = LETTER[c.type];
+      const stage = stageOf(c.type);
+      const letter = stage === undefined ? undefined : STAGE_LETTER[stage];
       if (macros !== undefined && macros.stage !== letter) await orphan();
       switch (c.type) {
         case "connect": {
@@ -349,19 +351,6 @@ export async function replaySession(
     return report(message(e));
   }
 }
-
-const LETTER: Readonly<Partial<Record<Command["type"], string>>> = {
-  connect: "C",
-  helo: "H",
-  mail: "M",
-  rcpt: "R",
-  data: "T",
-  header: "L",
-  eoh: "N",
-  body: "B",
-  eom: "E",
-  unknown: "U",
-};
 
 function message(e: unknown): string {
   return e instanceof Error ? `${e.name}: ${e.message}` : String(e);

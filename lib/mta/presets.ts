@@ -8,9 +8,9 @@
 
 import { parseAddress, splitAddress } from "../mail/esmtp.ts";
 import type { ConnectInfo } from "../mail/envelope.ts";
+import type { MacroStageLetter } from "../wire/types.ts";
 
-/** Letters of the `D` frames: the stages C H M R T N E, plus Postfix's L (header), B (body), U. */
-export type MacroStageLetter = "C" | "H" | "M" | "R" | "T" | "L" | "N" | "B" | "E" | "U";
+export type { MacroStageLetter };
 
 /**
  * Who the emulated MTA is.

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { CommandType, ReplyType, Stage } from "./types.ts";
+import type { CommandType, MacroStageLetter, ReplyType, Stage } from "./types.ts";
 import { SMFIF, SMFIP, SMFIR } from "./constants.ts";
 
 /**
@@ -43,6 +43,23 @@ export function stageOf(type: CommandType): Stage | undefined {
       return undefined;
   }
 }
+
+/**
+ * The letter of each stage's command byte, which is also the stage letter of the `D` (macro)
+ * frame sent before it (`envfrom` → `M`).
+ */
+export const STAGE_LETTER: Readonly<Record<Stage, MacroStageLetter>> = {
+  connect: "C",
+  helo: "H",
+  envfrom: "M",
+  envrcpt: "R",
+  data: "T",
+  header: "L",
+  eoh: "N",
+  body: "B",
+  eom: "E",
+  unknown: "U",
+};
 
 /**
  * The `SMFIP_NO*` bit that switches a command off, per command type.

@@ -293,3 +293,6 @@ export type Stage =
   | "body"
   | "eom"
   | "unknown";
+
+/** Letters of the `D` frames: the stages C H M R T N E, plus Postfix's L (header), B (body), U. */
+export type MacroStageLetter = "C" | "H" | "M" | "R" | "T" | "L" | "N" | "B" | "E" | "U";
