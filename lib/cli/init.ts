@@ -61,7 +61,8 @@ export default defineFilter({
 `,
     "filter_test.ts": `import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { endSession, MilterClient, runTransaction, serveConnection } from "milterkit";
+import { serveConnection } from "milterkit";
+import { endSession, MilterClient, runTransaction } from "milterkit/mta";
 import { duplexPair } from "milterkit/testing";
 import filter from "./filter.ts";
 
