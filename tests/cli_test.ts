@@ -1,6 +1,8 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { COMMANDS } from "../cli.ts";
 import { defineFilter } from "../lib/filter/filter.ts";
 import { listen } from "../lib/server/server.ts";
@@ -92,6 +94,27 @@ describe("milterkit command line", () => {
     assert.equal(await main(["serve", "tests/helpers/fake_io.ts", "--check"], io, COMMANDS), 1);
     assert.match(io.err(), /^milterkit serve: .*must export a filter object/);
     assert.doesNotMatch(io.err(), /ScriptError/);
+  });
+
+  it("serve --check explains the body limits of a script written for the old bufferBody object", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "milterkit-script-"));
+    try {
+      const old = join(dir, "old.js");
+      writeFileSync(old, "export default { bufferBody: { maxBytes: 5 }, eom() {} };\n");
+      const io = fakeIo();
+      assert.equal(await main(["serve", old, "--check"], io, COMMANDS), 1);
+      assert.match(
+        io.err(),
+        /^milterkit serve: .*old\.js: bufferBody must be true or false; its limits are maxBodyBytes and onBodyLimit$/m,
+      );
+      const loose = join(dir, "loose.js");
+      writeFileSync(loose, "export default { maxBodyBytes: 5, eom() {} };\n");
+      const io2 = fakeIo();
+      assert.equal(await main(["serve", loose, "--check"], io2, COMMANDS), 1);
+      assert.match(io2.err(), /maxBodyBytes and onBodyLimit need bufferBody: true/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("dump decodes a capture given as a byte-stream pair", async () => {

@@ -105,6 +105,23 @@ describe("RecordingWriter and readRecording() round trip", () => {
     );
   });
 
+  it("reads a recording from before the one stage vocabulary (events said mail, rcpt)", () => {
+    const lines = record();
+    assert.ok(lines.some((l) => l.includes('"stage":"envfrom"')), "events say envfrom now");
+    const old = lines.map((l) =>
+      l.replaceAll('"stage":"envfrom"', '"stage":"mail"').replaceAll(
+        '"stage":"envrcpt"',
+        '"stage":"rcpt"',
+      )
+    );
+    assert.ok(old.some((l) => l.includes('"stage":"mail"')));
+    const then = annotateStreams(readRecording(old.join("\n") + "\n").sessions[0]!).summary();
+    const now = annotateStreams(readRecording(lines.join("\n") + "\n").sessions[0]!).summary();
+    assert.deepEqual(then, now);
+    const stages = Object.keys(then.messages[0]!.latency);
+    assert.ok(stages.includes("envfrom") && !stages.includes("mail"), stages.join(" "));
+  });
+
   it("loses at most the last line when the writer was killed mid-line", () => {
     const lines = record();
     const cut = lines.slice(0, -2).join("\n") + "\n" + lines.at(-2)!.slice(0, 10);
