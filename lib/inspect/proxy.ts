@@ -12,11 +12,12 @@ import { decodeCommand } from "../wire/command_codec.ts";
 import { ConnectionClosedError } from "../wire/errors.ts";
 import type { Filter } from "../filter/filter.ts";
 import { serveConnection } from "../filter/session.ts";
+import { channelOf } from "../filter/session_io.ts";
 import { FrameDecoder } from "../wire/frame.ts";
 import { SMFIC, SMFIR } from "../wire/constants.ts";
 import { encodeReply } from "../wire/reply_codec.ts";
 import { decodeReply } from "../wire/reply_codec.ts";
-import type { Command, Direction, Duplex, Frame, Reply } from "../wire/types.ts";
+import type { ByteChannel, Command, Direction, Duplex, Frame, Reply } from "../wire/types.ts";
 
 /** What the MTA is told when the real filter is down or dies. */
 export type UpstreamFailurePolicy = "tempfail" | "accept" | "reject" | "close";
@@ -255,72 +256,78 @@ export async function proxyConnection(
     tapTimer ??= setTimeout(drainTap, 0);
   };
 
-  const alone = async (why: string, error?: Error): Promise<ProxySummary> => {
+  // The byte path runs on channels: the adapters' direct socket paths where they have them
+  // (no web-stream machinery per chunk), else channels over the streams.
+  const mtaCh = channelOf(mta);
+
+  const alone = async (
+    why: string,
+    error: Error | undefined,
+    firstChunk: Uint8Array,
+  ): Promise<ProxySummary> => {
     note(`filter unavailable (${why}); answering the MTA: ${policy}`, error);
     if (policy === "close") {
-      await mta.writable.abort(error).catch(() => {});
-      await mta.readable.cancel().catch(() => {});
+      mtaCh.destroy();
       return { bytes, fallback: true, end: "upstream", ...(error ? { error } : {}) };
     }
     const answer = policy;
     const filter: Filter = { connect: () => answer, helo: () => answer };
-    await serveConnection(mta, filter);
+    // The MTA's channel with its first chunk put back.
+    let pending: Uint8Array | undefined = firstChunk;
+    const replayed: ByteChannel = {
+      read: () => {
+        if (pending === undefined) return mtaCh.read();
+        const c = pending;
+        pending = undefined;
+        return c;
+      },
+      cancel: () => mtaCh.cancel(),
+      write: (b) => mtaCh.write(b),
+      end: () => mtaCh.end(),
+      destroy: () => mtaCh.destroy(),
+    };
+    // (Getters: an adapter may build its streams only when asked, and its channel is taken.)
+    await serveConnection({
+      get readable() {
+        return mta.readable;
+      },
+      get writable() {
+        return mta.writable;
+      },
+      channel: () => replayed,
+    }, filter);
     return { bytes, fallback: true, end: "upstream", ...(error ? { error } : {}) };
   };
 
   // The filter is connected once the MTA has said something (it speaks first: OPTNEG).
-  const mtaReader = mta.readable.getReader();
-  let first: ReadableStreamReadResult<Uint8Array>;
+  let first: Uint8Array | null;
   try {
-    first = await mtaReader.read();
+    const r = mtaCh.read();
+    first = r instanceof Promise ? await r : r;
   } catch {
-    await mta.writable.abort().catch(() => {});
+    mtaCh.destroy();
     return { bytes, fallback: false, end: "mta" };
   }
-  if (first.done) {
+  if (first === null) {
     // The MTA left without a word: nothing to relay, the filter is never contacted.
-    await mta.writable.close().catch(() => {});
+    await mtaCh.end().catch(() => {});
     return { bytes, fallback: false, end: "mta" };
   }
   const refusal = options.admit?.();
   if (refusal !== undefined) {
     note(refusal);
-    await mtaReader.cancel().catch(() => {});
-    await mta.writable.abort(new Error(refusal)).catch(() => {});
+    mtaCh.destroy();
     return { bytes, fallback: false, end: "refused" };
   }
-  /** The MTA's stream with the first chunk put back, for answering without the filter. */
-  const replayed = (): Duplex => {
-    let pending: Uint8Array | undefined = first.value;
-    return {
-      writable: mta.writable,
-      readable: new ReadableStream<Uint8Array>({
-        async pull(c) {
-          if (pending) {
-            c.enqueue(pending);
-            pending = undefined;
-            return;
-          }
-          const r = await mtaReader.read();
-          if (r.done) c.close();
-          else c.enqueue(r.value);
-        },
-        cancel: (why) => mtaReader.cancel(why),
-      }),
-    };
-  };
 
   let upstream: Duplex & { close?(): void };
   try {
     upstream = await options.connectUpstream();
   } catch (e) {
-    mta = replayed();
-    return await alone("cannot connect", e instanceof Error ? e : new Error(String(e)));
+    return await alone("cannot connect", e instanceof Error ? e : new Error(String(e)), first);
   }
 
-  const mtaWriter = mta.writable.getWriter();
-  const upReader = upstream.readable.getReader();
-  const upWriter = upstream.writable.getWriter();
+  const upCh = channelOf(upstream);
   let mtaDone = false;
   let upstreamFailed: Error | undefined;
 
@@ -328,44 +335,49 @@ export async function proxyConnection(
   /** A failed write to the MTA: ends the filter → MTA direction. */
   let writeError: unknown;
   const forward = async (
-    reader: ReadableStreamDefaultReader<Uint8Array>,
-    writer: WritableStreamDefaultWriter<Uint8Array>,
+    from: ByteChannel,
+    to: ByteChannel,
     direction: Direction,
     tap: Tap,
     firstChunk?: Uint8Array,
   ): Promise<void> => {
     while (true) {
-      let value: Uint8Array;
+      let value: Uint8Array | null;
       if (firstChunk) {
         value = firstChunk;
         firstChunk = undefined;
       } else {
-        const r = await reader.read();
-        if (r.done) return;
-        value = r.value;
+        const r = from.read();
+        value = r instanceof Promise ? await r : r;
       }
+      if (value === null) return;
       const t = now();
       bytes[direction] += value.length;
       try {
         options.onChunk?.(direction, t, value);
       } catch { /* recording failures never stall the relay */ }
-      // The write starts before the tap looks at the bytes (forwarding first), and the tap
-      // sees them before the next read: so the tap always sees a command before the reply it
-      // causes, whatever the runtime's write latency. Writes are not awaited one by one: the
-      // next read waits only when the writer's queue is full.
+      // The write starts before the tap looks at the bytes (forwarding first), and the tap has
+      // queued them before the write is waited for: so the tap always sees a command before
+      // the reply it causes. A write the socket takes at once is not waited for at all.
+      let written: Promise<void> | undefined;
       if (direction === "to-mta") {
         if (writeError) throw writeError;
-        writer.write(value).catch((e) => (writeError ??= e));
+        written = to.write(value)?.catch((e) => void (writeError ??= e));
       } else if (upstreamWritable) {
         // A failed write to the filter does not stop reading the MTA: the tap must keep
         // following its commands so the proxy can answer in the filter's place.
-        writer.write(value).catch((e) => {
+        const fail = (e: unknown) => {
           upstreamWritable = false;
           upstreamFailed ??= e instanceof Error ? e : new Error(String(e));
-        });
+        };
+        try {
+          written = to.write(value)?.catch(fail);
+        } catch (e) {
+          fail(e);
+        }
       }
       toTap(tap, value, t);
-      if ((writer.desiredSize ?? 1) <= 0) await writer.ready.catch(() => {});
+      if (written) await written;
     }
   };
 
@@ -378,23 +390,23 @@ export async function proxyConnection(
     if (waitingCommand) waitingCommand(undefined);
     graceTimer = setTimeout(() => {
       note(`the filter did not close within ${grace} ms after the MTA left; closing it`);
-      void upReader.cancel().catch(() => {});
+      upCh.cancel();
       upstream.close?.();
     }, grace);
   };
   const grace = options.closeGraceMs ?? 5000;
-  const fromMta = forward(mtaReader, upWriter, "to-filter", toFilterTap, first.value).then(
+  const fromMta = forward(mtaCh, upCh, "to-filter", toFilterTap, first).then(
     async () => {
       mtaGone();
-      await upWriter.close().catch(() => {});
+      await upCh.end().catch(() => {});
     },
-    async (e) => {
+    () => {
       mtaGone();
-      await upWriter.abort(e).catch(() => {});
+      upCh.destroy();
     },
   );
   // filter → MTA.
-  const fromFilter = forward(upReader, mtaWriter, "to-mta", toMtaTap).then(
+  const fromFilter = forward(upCh, mtaCh, "to-mta", toMtaTap).then(
     () => {
       drainTap(); // a QUIT may still be in the queue
       if (!pending.quit && !mtaDone) {
@@ -410,7 +422,7 @@ export async function proxyConnection(
     await fromFilter;
     if (upstreamFailed === undefined || mtaDone) {
       await fromMta;
-      await mtaWriter.close().catch(() => {});
+      await mtaCh.end().catch(() => {});
       upstream.close?.();
       return { bytes, fallback: false, end: "mta" };
     }
@@ -423,8 +435,8 @@ export async function proxyConnection(
   /** The filter died while the MTA is still talking: answer in its place until QUIT or EOF. */
   async function answerAlone(failure: Error): Promise<ProxySummary> {
     drainTap();
+    upCh.cancel();
     upstream.close?.();
-    void upReader.cancel().catch(() => {});
     if (policy === "close" || !toMtaTap.aligned || toFilterTap.broken !== undefined) {
       note(
         policy === "close"
@@ -432,8 +444,7 @@ export async function proxyConnection(
           : "filter died mid-frame; closing the MTA connection so it applies its own default action",
         failure,
       );
-      await mtaWriter.abort(failure).catch(() => {});
-      await mtaReader.cancel().catch(() => {});
+      mtaCh.destroy();
       await fromMta.catch(() => {});
       return { bytes, fallback: true, end: "upstream", error: failure };
     }
@@ -442,7 +453,7 @@ export async function proxyConnection(
     const send = async (r: Reply) => {
       const b = encodeReply(r);
       bytes["to-mta"] += b.length;
-      await mtaWriter.write(b);
+      await mtaCh.write(b);
     };
     const answerOne = async (c: SeenCommand) => {
       if (c.type === "optneg") {
@@ -474,7 +485,7 @@ export async function proxyConnection(
     await ended;
     await chain;
     await fromMta.catch(() => {});
-    await mtaWriter.close().catch(() => {});
+    await mtaCh.end().catch(() => {});
     return { bytes, fallback: true, end: "upstream", error: failure };
   }
 }
