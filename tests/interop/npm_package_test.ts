@@ -212,6 +212,16 @@ describe("the npm package, packed and installed into an empty project", ONLY_BUN
     }
   });
 
+  it("the one-file Node build (dist/milterkit.mjs) loads the same project's filter", SLOW, () => {
+    install();
+    writeFileSync(join(project, "lib", "word.js"), `export const word = "one";\n`);
+    const out = join(dir!, "milterkit.mjs");
+    run(BUN, ["scripts/build.ts", "--node", "--outfile", out], ROOT);
+    const check = run("node", [out, "serve", "filter.js", "--check"], project);
+    assert.match(check, /^filter: from-npm$/m);
+    assert.match(check, /^actions: ADDHDRS$/m);
+  });
+
   it("type-checks a strict TypeScript consumer against the shipped .d.ts", SLOW, () => {
     install();
     writeFileSync(
