@@ -138,7 +138,7 @@ describe("milterkit bench", () => {
     const message = /<figure class="hist" data-stage="message">(.*?)<\/figure>/s.exec(page)![1]!;
     const n = [...message.matchAll(/data-count="(\d+)"/g)].reduce((a, m) => a + Number(m[1]), 0);
     assert.equal(n, 30);
-    for (const stage of ["connect", "mail", "rcpt", "eom"]) {
+    for (const stage of ["connect", "envfrom", "envrcpt", "eom"]) {
       assert.match(page, new RegExp(`data-stage="${stage}"`));
     }
   });

@@ -36,7 +36,7 @@ describe("dump --stats", () => {
     assert.deepEqual(s.byStage, {
       "accept@eom": N * 0.7,
       "reject@eom": N * 0.1,
-      "tempfail@mail": N * 0.1,
+      "tempfail@envfrom": N * 0.1,
       "discard@eom": N * 0.1,
     });
     assert.deepEqual(s.recipientVerdicts, { reject: N * 0.1 });

@@ -44,7 +44,7 @@ export interface ReplayStep {
   readonly replayed: readonly string[];
   /** Whether both answers are byte for byte the same. */
   readonly same: boolean;
-  /** The command's type (`mail`, `rcpt`, `eom`, …). */
+  /** The command's stage (`envfrom`, `envrcpt`, `eom`, …), or its type (`abort`, `macro`). */
   readonly stage?: string;
   /** Index of the recorded message (MAIL..EOM) the command belongs to. */
   readonly message?: number;
@@ -204,7 +204,7 @@ export async function replaySession(
         ? {
           stage: (e.decoded as Command).type === "macro"
             ? command.toLowerCase()
-            : (e.decoded as Command).type,
+            : stageOf((e.decoded as Command).type) ?? (e.decoded as Command).type,
         }
         : {}),
       ...(e?.message !== undefined ? { message: e.message } : {}),

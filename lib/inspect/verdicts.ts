@@ -63,7 +63,7 @@ function stripNote(text: string): string {
  * const c = compareVerdicts({
  *   steps: [{
  *     seq: 4, command: "MAIL <a@b>", recorded: ["CONTINUE"], replayed: ["REJECT"], same: false,
- *     stage: "mail", message: 0, decision: { recorded: "continue", replayed: "reject" },
+ *     stage: "envfrom", message: 0, decision: { recorded: "continue", replayed: "reject" },
  *   }],
  *   differences: 1, identical: false, style: "postfix",
  * });
@@ -91,7 +91,7 @@ export function compareVerdicts(
   for (const [m, steps] of [...byMessage].sort((a, b) => a[0] - b[0])) {
     const sender = summary?.messages[m]?.sender;
     const label = `message ${m + 1}${sender !== undefined ? ` ${sender}` : ""}`;
-    const main = steps.filter((s) => s.stage !== "rcpt");
+    const main = steps.filter((s) => s.stage !== "envrcpt");
     const eom = steps.find((s) => s.stage === "eom");
     const verdict = (side: "recorded" | "replayed"): string => {
       const d = main.map((s) => s.decision?.[side] ?? "none").find(decisive);
@@ -121,7 +121,7 @@ export function compareVerdicts(
         : {}),
       changed: recorded !== replayed || modsChanged,
     });
-    for (const r of steps.filter((s) => s.stage === "rcpt")) {
+    for (const r of steps.filter((s) => s.stage === "envrcpt")) {
       const one = (side: "recorded" | "replayed") => {
         const d = r.decision?.[side] ?? "none";
         return decisive(d) ? d : "accept";

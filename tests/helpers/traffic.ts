@@ -15,8 +15,8 @@ export const LATENCY: Readonly<Record<string, number>> = {
   optneg: 0.2,
   connect: 1,
   helo: 0.5,
-  mail: 2,
-  rcpt: 1.5,
+  envfrom: 2,
+  envrcpt: 1.5,
   header: 0.1,
   eoh: 0.2,
   body: 0.3,
@@ -75,18 +75,18 @@ export function trafficRecording(n: number, hours: number, jitter = 0): string[]
     ok("helo");
     c({ type: "mail", sender: `<s${i}@example.test>`, args: [] });
     if (plan === "tempfail-mail") {
-      r({ type: "replycode", text: "451 4.7.1 Greylisted, try again later" }, "mail");
+      r({ type: "replycode", text: "451 4.7.1 Greylisted, try again later" }, "envfrom");
       c({ type: "abort" });
       c({ type: "quit" });
       w.end(id);
       continue;
     }
-    ok("mail");
+    ok("envfrom");
     c({ type: "rcpt", recipient: "<a@example.test>", args: [] });
-    ok("rcpt");
+    ok("envrcpt");
     if (plan === "accept-one-rcpt-refused") {
       c({ type: "rcpt", recipient: "<nobody@example.test>", args: [] });
-      r({ type: "replycode", text: "550 5.1.1 No such user" }, "rcpt");
+      r({ type: "replycode", text: "550 5.1.1 No such user" }, "envrcpt");
     }
     c({ type: "header", name: "Subject", value: `message ${i}` });
     ok("header");
