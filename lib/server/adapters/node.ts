@@ -13,15 +13,14 @@ import {
   closedError,
   finishUnixListen,
   hostOf,
-  Inbox,
   listenError,
   plainBytes,
   prepareUnixPath,
-  pushChannel,
   pushReadable,
   withConnectLimits,
   WRITE_HIGH_WATER_MARK,
 } from "./_shared.ts";
+import { Inbox, pushChannel } from "./_channel.ts";
 import type {
   Connection,
   ConnectOptions,
