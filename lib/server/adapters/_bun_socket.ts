@@ -184,7 +184,8 @@ function createState(socket: BunSocket, unixPath: string | undefined, isClient: 
         if (state.writes.length > 0) await lastWrite;
         state.writeDone = true;
         if (state.closed) throw closeError();
-        socket.shutdown();
+        // Done reading too: one `end` sends the FIN and closes (no separate half-close).
+        if (!state.readDone) socket.shutdown();
         settle();
       },
       destroy() {
@@ -281,8 +282,13 @@ export function handlers(
       const state = socket.data;
       if (!state) return;
       state.closed = true;
+      const reading = !state.readDone;
       state.readDone = true;
       if (error) state.failure ??= closedError("reading or writing", error);
+      // Nobody waits on this socket any more (the usual end of a session): no error to build.
+      if (!reading && state.writes.length === 0 && state.failure === undefined) {
+        return state.inbox.end();
+      }
       const failure = state.failure ??
         (state.closedLocally
           ? new ConnectionClosedError("Connection was closed locally")

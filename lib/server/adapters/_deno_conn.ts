@@ -240,7 +240,10 @@ export function wrap(conn: DenoConn): Connection {
       async end() {
         await tail;
         if (failure) throw failure;
-        await closeWrite();
+        if (!readDone) return await closeWrite();
+        // Done reading too: closing sends the FIN (no separate half-close).
+        writeDone = true;
+        settle();
       },
       destroy() {
         writeDone = true;
