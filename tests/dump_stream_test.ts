@@ -151,7 +151,7 @@ describe("dump reads files as streams", () => {
     const got = await sessionsOf(file);
     assert.equal(got.length, n);
     got.forEach((s, i) => {
-      assert.equal(s.id, `interleaved.pcap#s${i}`);
+      assert.equal(s.id, `interleaved.pcap#s${i + 1}`);
       const m = s.summary.messages[0]!;
       assert.equal(m.sender, `<sender${i}@example.test>`);
       assert.equal(m.bodySize, 3000 + i * 100);

@@ -46,7 +46,7 @@ async function json(args: string[]): Promise<J[]> {
 describe("milterkit dump on pcap captures", () => {
   it("postfix-libmilter-actions.pcap: 4 sessions with the README's verdicts and changes", async () => {
     const [s0, s1, s2, s3] = await json([`${root}postfix-libmilter-actions.pcap`]);
-    assert.equal(s0.id, "postfix-libmilter-actions.pcap#s0");
+    assert.equal(s0.id, "postfix-libmilter-actions.pcap#s1");
     assert.equal(s0.filter, "127.0.0.1:9601");
     assert.equal(s0.connect.hostname, "[127.0.0.1]");
     assert.equal(s0.connect.address, "127.0.0.1");
@@ -149,11 +149,11 @@ describe("milterkit dump on pcap captures", () => {
   });
 
   it("renders a text timeline with replies, latencies, modifications and verdicts", async () => {
-    const r = await dump([`${root}postfix-libmilter-actions.pcap`, "--session", "s0"]);
+    const r = await dump([`${root}postfix-libmilter-actions.pcap`, "--session", "s1"]);
     assert.equal(r.code, EXIT.OK);
     assert.match(
       r.out,
-      /^== session postfix-libmilter-actions\.pcap#s0 {2}127\.0\.0\.1:\d+ -> 127\.0\.0\.1:9601/,
+      /^== session postfix-libmilter-actions\.pcap#s1 {2}127\.0\.0\.1:\d+ -> 127\.0\.0\.1:9601/,
     );
     assert.match(
       r.out,
@@ -169,7 +169,7 @@ describe("milterkit dump on pcap captures", () => {
   });
 
   it("--raw shows macros and bytes; --color always paints", async () => {
-    const raw = await dump([`${root}postfix-libmilter.pcap`, "--session", "s0", "--raw"]);
+    const raw = await dump([`${root}postfix-libmilter.pcap`, "--session", "s1", "--raw"]);
     assert.match(raw.out, /MACRO C j="mta\.example\.test"/);
     assert.match(raw.out, /00 00 00 06 00 00 01 ff/);
     const col = await dump([`${root}postfix-libmilter.pcap`, "--color", "always"]);
@@ -192,25 +192,25 @@ describe("milterkit dump on pcap captures", () => {
 describe("milterkit dump filters", () => {
   const file = `${root}postfix-libmilter-actions.pcap`;
   it("--session picks by short or full id", async () => {
-    assert.deepEqual((await json([file, "--session", "s1"])).map((s) => s.id), [
-      "postfix-libmilter-actions.pcap#s1",
+    assert.deepEqual((await json([file, "--session", "s2"])).map((s) => s.id), [
+      "postfix-libmilter-actions.pcap#s2",
     ]);
-    assert.equal((await json([file, "--session", "postfix-libmilter-actions.pcap#s2"])).length, 1);
+    assert.equal((await json([file, "--session", "postfix-libmilter-actions.pcap#s3"])).length, 1);
   });
   it("--verdict, --from and --rcpt select sessions by their messages", async () => {
     assert.deepEqual((await json([file, "--verdict", "discard"])).map((s) => s.id.slice(-2)), [
-      "s2",
-    ]);
-    assert.deepEqual((await json([file, "--from", "EARLY-reject@"])).map((s) => s.id.slice(-2)), [
       "s3",
     ]);
-    // s3 was rejected at MAIL: no RCPT reached the filter
+    assert.deepEqual((await json([file, "--from", "EARLY-reject@"])).map((s) => s.id.slice(-2)), [
+      "s4",
+    ]);
+    // s4 was rejected at MAIL: no RCPT reached the filter
     assert.deepEqual(
       (await json([file, "--rcpt", "user@example.test"])).map((s) => s.id.slice(-2)),
       [
-        "s0",
         "s1",
         "s2",
+        "s3",
       ],
     );
   });
@@ -230,7 +230,7 @@ describe("milterkit dump on other inputs", () => {
     assert.equal(both.length, 1);
     assert.equal(one[0].id, "pcap.s0");
     assert.deepEqual(one[0].notes, []);
-    const [fromPcap] = await json([`${root}postfix-libmilter-actions.pcap`, "--session", "s0"]);
+    const [fromPcap] = await json([`${root}postfix-libmilter-actions.pcap`, "--session", "s1"]);
     const strip = (ms: J[]) => ms.map((m) => ({ ...m, latency: {}, startTime: 0, endTime: 0 }));
     assert.deepEqual(strip(one[0].messages), strip(fromPcap.messages));
   });
@@ -272,7 +272,7 @@ describe("milterkit dump on other inputs", () => {
     const r = await dump([join(tmp, "missing.pcap"), `${root}postfix-libmilter.pcap`]);
     assert.equal(r.code, EXIT.FAILURE);
     assert.match(r.err, /missing\.pcap/);
-    assert.match(r.out, /== session postfix-libmilter\.pcap#s0/);
+    assert.match(r.out, /== session postfix-libmilter\.pcap#s1/);
   });
 
   it("reports a damaged capture with the offset", async () => {
@@ -344,7 +344,7 @@ describe("milterkit dump refuses what is not a capture", () => {
     const r = await dump([f, `${root}postfix-libmilter.pcap`, "--json"]);
     assert.equal(r.code, EXIT.FAILURE);
     assert.equal(r.err.split("\n").length, 2);
-    assert.equal(JSON.parse(r.out.split("\n")[0]!).id, "postfix-libmilter.pcap#s0");
+    assert.equal(JSON.parse(r.out.split("\n")[0]!).id, "postfix-libmilter.pcap#s1");
   });
 
   it("skips damaged lines of a recording (null, arrays, numbers, cut JSON) with a note", async () => {

@@ -173,7 +173,7 @@ export async function readSessions(
         feeds.delete(c.index);
         order.add(
           c.index,
-          report(`${name}#s${c.index}`, feed.finish(), {
+          report(`${name}#s${c.index + 1}`, feed.finish(), {
             mta: `${c.mta.address}:${c.mta.port}`,
             filter: `${c.filter.address}:${c.filter.port}`,
             notes: end.notes,

@@ -17,7 +17,7 @@ import { ACTION_NAMES, flagNames, PROTOCOL_NAMES } from "../wire/constants.ts";
 
 /** A session ready to render: the annotator's output plus where it came from. */
 export interface SessionReport {
-  /** Id shown to the user and matched by `--session` (e.g. `capture.pcap#s0`). */
+  /** Id shown to the user and matched by `--session` (e.g. `capture.pcap#s1`; sessions count from 1 in captures and recordings alike). */
   readonly id: string;
   /** The MTA peer, when known (`127.0.0.1:45518`). */
   readonly mta?: string;
