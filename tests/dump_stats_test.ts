@@ -99,6 +99,21 @@ describe("dump --stats", () => {
     const { stats: s } = JSON.parse(r.out);
     assert.equal(s.sessions, 4);
     assert.ok(s.latency.eom.count > 0);
+    // stages are listed in protocol order, in the stage vocabulary of the filter API
+    const text = (await run([`${root}postfix-libmilter-actions.pcap`, "--stats"])).out;
+    const section = text.slice(text.indexOf("reply latency per stage"));
+    const listed = [...section.matchAll(/^ {2}(\w+) +\d/gm)].map((m) => m[1]);
+    assert.deepEqual(listed, [
+      "optneg",
+      "connect",
+      "helo",
+      "envfrom",
+      "envrcpt",
+      "header",
+      "eoh",
+      "body",
+      "eom",
+    ]);
   });
 });
 

@@ -385,7 +385,7 @@ function stageTable(s: StatsResult): string {
       return [stage!, kind!, String(n)];
     });
   for (const [k, n] of Object.entries(s.recipientVerdicts)) {
-    rows.push(["rcpt (recipients)", k, String(n)]);
+    rows.push(["envrcpt (recipients)", k, String(n)]);
   }
   return rows.length === 0
     ? `<p class="sub">No messages.</p>`

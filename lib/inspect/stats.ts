@@ -9,7 +9,8 @@
 
 import type { Outcome } from "./annotate/types.ts";
 import type { SessionReport } from "./timeline.ts";
-import { NO_EVENT_BIT } from "../wire/command_bits.ts";
+import { NO_EVENT_BIT, stageOf } from "../wire/command_bits.ts";
+import type { CommandType } from "../wire/types.ts";
 
 /** Histogram buckets per decade of milliseconds (each about 12 % wide). */
 const PER_DECADE = 20;
@@ -351,7 +352,10 @@ export class DumpStats {
 /** Stages in protocol order (the protocol's event table, with OPTNEG, EOM and ABORT). */
 export const STAGE_ORDER: readonly string[] = [
   "optneg",
-  ...Object.keys(NO_EVENT_BIT).flatMap((k) => (k === "body" ? ["body", "eom"] : [k])),
+  ...(Object.keys(NO_EVENT_BIT) as CommandType[]).flatMap((k) => {
+    const stage = stageOf(k) ?? k;
+    return stage === "body" ? ["body", "eom"] : [stage];
+  }),
   "abort",
 ];
 
