@@ -94,8 +94,40 @@ function parsePort(spec: string, text: string): number {
 function parseHost(spec: string, text: string): string {
   const host = text.startsWith("[") && text.endsWith("]") ? text.slice(1, -1) : text;
   if (host === "") fail(spec, "host", "host is empty");
-  if (/[\s[\]@/]/.test(host)) fail(spec, "host", `host ${JSON.stringify(text)} is not valid`);
+  const why = hostProblem(host);
+  if (why !== undefined) fail(spec, "host", `host ${JSON.stringify(text)} ${why}`);
   return host;
+}
+
+const LABEL = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
+
+/**
+ * Why HOST cannot name a machine (undefined when it can): an IPv4 address must have four parts
+ * of 0..255, an IPv6 address must parse (a `%zone` suffix is allowed), a name is dot-separated
+ * labels of letters, digits, `-` and `_` (at most 253 characters).
+ */
+function hostProblem(host: string): string | undefined {
+  if (host.includes(":")) {
+    const [address, zone] = host.split("%", 2);
+    if (zone !== undefined && !/^[A-Za-z0-9_.-]+$/.test(zone)) return "has an invalid zone";
+    try {
+      new URL(`http://[${address}]/`);
+      return undefined;
+    } catch {
+      return "is not a valid IPv6 address";
+    }
+  }
+  if (/^[0-9.]+$/.test(host)) {
+    const parts = host.split(".");
+    const ok = parts.length === 4 &&
+      parts.every((part) => /^[0-9]{1,3}$/.test(part) && Number(part) <= 255);
+    return ok ? undefined : "is not a valid IPv4 address";
+  }
+  const name = host.endsWith(".") ? host.slice(0, -1) : host;
+  if (name.length > 253 || !name.split(".").every((label) => LABEL.test(label))) {
+    return "is not a valid host name or address";
+  }
+  return undefined;
 }
 
 /** Splits `HOST:PORT` or `[V6]:PORT` (Postfix) at the port's colon. */
