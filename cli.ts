@@ -74,9 +74,8 @@ function selfCommand(): string[] | undefined {
 
 function processIo(): CliIo {
   const ac = new AbortController();
-  const first = () => ac.abort();
-  process.once("SIGINT", first);
-  process.once("SIGTERM", first);
+  process.once("SIGINT", () => ac.abort("SIGINT"));
+  process.once("SIGTERM", () => ac.abort("SIGTERM"));
   return {
     stdout: (t) => void process.stdout.write(t),
     stderr: (t) => void process.stderr.write(t),

@@ -125,6 +125,7 @@ function makeMessage(size: number, headers: number, n: number): Uint8Array {
 /** `milterkit bench`. */
 export const benchCommand: Subcommand = {
   name: "bench",
+  stopsOnSignal: true,
   summary: "load a filter as many MTAs at once, report messages/s and latency per stage",
   usage: USAGE,
   async run(args: string[], io: CliIo): Promise<number> {

@@ -27,7 +27,7 @@ Options:
   -V, --version  show the version
 
 Exit codes: 0 success (send: accepted), 1 failure (send: rejected or discarded),
-2 bad usage, 3 send: temporary failure.
+2 bad usage, 3 send: temporary failure, 130/143 stopped by SIGINT/SIGTERM.
 `;
 }
 
@@ -71,7 +71,8 @@ export async function main(
     return EXIT.USAGE;
   }
   try {
-    return await cmd.run(rest, io);
+    if (cmd.stopsOnSignal) return await cmd.run(rest, io);
+    return await untilSignal(cmd, cmd.run(rest, io), io);
   } catch (e) {
     const err = e instanceof Error ? e : new Error(String(e));
     if (isUsageError(err)) {
@@ -82,6 +83,35 @@ export async function main(
     if (io.env.MILTERKIT_DEBUG && err.stack) io.stderr(err.stack + "\n");
     return EXIT.FAILURE;
   }
+}
+
+const SIGNAL_NUMBERS: Record<string, number> = { SIGINT: 2, SIGTERM: 15 };
+
+/**
+ * A subcommand that does not watch the signal itself ends when one arrives: one line and exit
+ * 128 + its number, even while it waits on something that never comes.
+ */
+function untilSignal(cmd: Subcommand, running: Promise<number>, io: CliIo): Promise<number> {
+  if (io.signal.aborted) return Promise.resolve(stopped(cmd, io));
+  return new Promise<number>((resolve, reject) => {
+    const onAbort = () => resolve(stopped(cmd, io));
+    io.signal.addEventListener("abort", onAbort, { once: true });
+    const done = () => io.signal.removeEventListener("abort", onAbort);
+    running.then((code) => {
+      done();
+      resolve(code);
+    }, (e) => {
+      done();
+      reject(e);
+    });
+  });
+}
+
+function stopped(cmd: Subcommand, io: CliIo): number {
+  const reason = io.signal.reason;
+  const name = typeof reason === "string" && reason in SIGNAL_NUMBERS ? reason : "SIGTERM";
+  io.stderr(`milterkit ${cmd.name}: stopped by ${name}\n`);
+  return 128 + SIGNAL_NUMBERS[name]!;
 }
 
 /**

@@ -80,6 +80,7 @@ const ARROW: Readonly<Record<Direction, string>> = { "to-filter": "→", "to-mta
 /** `milterkit proxy`. */
 export const proxyCommand: Subcommand = {
   name: "proxy",
+  stopsOnSignal: true,
   summary: "relay an MTA to a filter unchanged while showing and recording the traffic",
   usage: USAGE,
   async run(args: string[], io: CliIo): Promise<number> {

@@ -116,6 +116,7 @@ function fallbackOf(v: string | undefined): Fallback | undefined {
 /** `milterkit serve`. */
 export const serveCommand: Subcommand = {
   name: "serve",
+  stopsOnSignal: true,
   summary: "serve a scripted filter (or log everything the MTA sends)",
   usage: USAGE,
   async run(args: string[], io: CliIo): Promise<number> {

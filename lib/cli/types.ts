@@ -17,7 +17,10 @@ export interface CliIo {
   readonly errIsTty?: boolean;
   /** Environment variables. */
   readonly env: Readonly<Record<string, string | undefined>>;
-  /** Aborted on SIGINT/SIGTERM: long-running subcommands stop gracefully when it fires. */
+  /**
+   * Aborted on SIGINT/SIGTERM (the reason is the signal's name): long-running subcommands stop
+   * gracefully when it fires.
+   */
   readonly signal: AbortSignal;
   /** Standard input as a byte stream. */
   readonly stdin: () => ReadableStream<Uint8Array>;
@@ -62,6 +65,13 @@ export interface Subcommand {
   readonly summary: string;
   /** The full `--help` text. */
   readonly usage: string;
+  /**
+   * True when `run` watches {@link CliIo.signal} and stops gracefully on its own (serve, proxy,
+   * bench). Otherwise a SIGINT or SIGTERM ends the subcommand at once: one line, exit 128 + the
+   * signal's number, whatever it was waiting for (a FIFO nobody writes, a filter that never
+   * answers).
+   */
+  readonly stopsOnSignal?: boolean;
   /** Runs the subcommand with its own arguments (after the name); resolves to an exit code. */
   run(args: string[], io: CliIo): Promise<number>;
 }
