@@ -96,6 +96,27 @@ describe("milterkit command line", () => {
     assert.doesNotMatch(io.err(), /ScriptError/);
   });
 
+  it("serve --check of a script that throws a value that is not an Error: that value, no code frame", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "milterkit-throws-"));
+    try {
+      const cases: Array<[string, string]> = [["throw 42;", "42"], [
+        "throw Object.create(null);",
+        "{}",
+      ]];
+      for (const [body, said] of cases) {
+        const script = join(dir, `t${body.length}.ts`);
+        writeFileSync(script, `${body}\nexport default {};\n`);
+        const io = fakeIo();
+        assert.equal(await main(["serve", script, "--check"], io, COMMANDS), 1);
+        // Before: an Error made in the loader pointed into the toolkit's own source, shown as
+        // the script's position with a code frame of that source.
+        assert.equal(io.err(), `milterkit serve: ${script}: the script threw ${said}\n`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("serve --check explains the body limits of a script written for the old bufferBody object", async () => {
     const dir = mkdtempSync(join(tmpdir(), "milterkit-script-"));
     try {

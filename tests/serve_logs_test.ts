@@ -59,6 +59,25 @@ export default defineFilter({
 });
 `;
 
+/** Throws values that are not Errors, whose conversion to text itself throws. */
+const ODD_THROWS = `import { defineFilter } from "@milterkit/milterkit";
+const odd = () => Object.create(null);
+const hostile = () => ({ toString() { throw new Error("no text"); } });
+export default defineFilter({
+  name: "odd-throws",
+  envfrom(from) {
+    if (from.address.startsWith("direct")) throw odd();
+    if (from.address.startsWith("tostring")) throw hostile();
+  },
+  eom(ctx) {
+    if ((ctx.header("subject") ?? "").includes("timer")) {
+      setTimeout(() => { throw odd(); }, 1);
+      Promise.reject(hostile());
+    }
+  },
+});
+`;
+
 /** Starts `serve SCRIPT --listen … ARGS` and waits until it listens. */
 async function serve(script: string, args: string[]): Promise<{ child: Child; spec: string }> {
   const spec = `inet:${await freePort()}@127.0.0.1`;
@@ -88,6 +107,7 @@ describe("milterkit serve logs", () => {
     script = join(dir, "logs.ts");
     writeFileSync(script, SCRIPT);
     writeFileSync(join(dir, "uncaught.ts"), UNCAUGHT);
+    writeFileSync(join(dir, "odd.ts"), ODD_THROWS);
   });
   const serveUncaught = (eomTimeoutMs: number, extra: string[] = []) =>
     serve(join(dir, "uncaught.ts"), [
@@ -222,6 +242,43 @@ describe("milterkit serve logs", () => {
       assert.equal(unhandled?.session, undefined);
       const failed = all.find((x) => x.event === "session error");
       assert.match(String(failed?.error), /did not answer within 1000 ms/);
+    },
+  );
+
+  it(
+    "a null-prototype object or a throwing toString thrown, in a handler or a timer, gets the fallback and keeps the process",
+    TIMEOUT,
+    async () => {
+      const { child, spec } = await serve(join(dir, "odd.ts"), ["--log-format", "json"]);
+      const send = (from: string, subject: string, queueId: string) =>
+        sendOne(spec, {
+          ...mail(subject, queueId),
+          from: `${from}@example.net`,
+        });
+      // Before, the text of such a value threw inside the engine: the session was cut (the
+      // MTA saw a closed connection), and from a timer the whole process died with a trace.
+      assert.equal((await send("direct", "a", "4ODD01")).verdict.type, "tempfail");
+      assert.equal((await send("tostring", "b", "4ODD02")).verdict.type, "tempfail");
+      assert.equal((await send("plain", "timer", "4ODD03")).verdict.type, "continue");
+      assert.equal((await send("plain", "after", "4ODD04")).verdict.type, "continue");
+      await waitFor(
+        () => records(child).filter((r) => r.event === "message").length === 4,
+        "lines",
+      );
+      assert.equal(child.proc.exitCode, null, child.stderr);
+      const all = records(child); // every line is JSON: no runtime trace
+      const errors = all.filter((r) => r.event === "session error").map((r) => r.error);
+      assert.deepEqual(errors, [
+        "The envfrom handler failed: {}",
+        "The envfrom handler failed: {}",
+      ]);
+      await waitFor(
+        () =>
+          records(child).filter((r) =>
+            /^(uncaught exception|unhandled rejection)$/.test(String(r.event))
+          ).length === 2,
+        "the timer's and the rejection's lines",
+      );
     },
   );
 });

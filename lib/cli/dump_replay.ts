@@ -13,6 +13,7 @@ import { readSessions } from "../inspect/sources.ts";
 import type { SessionReport } from "../inspect/timeline.ts";
 import { compareVerdicts, renderVerdicts, type VerdictComparison } from "../inspect/verdicts.ts";
 import { type CliIo, EXIT } from "./types.ts";
+import { thrownMessage } from "../wire/errors.ts";
 
 /** Options of {@link replaySessions}. */
 export interface ReplayCliOptions {
@@ -92,7 +93,7 @@ export async function replaySessions(
         timeoutMs: opts.timeoutMs,
       });
     } catch (e) {
-      const why = e instanceof Error ? e.message : String(e);
+      const why = thrownMessage(e);
       io.stderr(`milterkit dump: replay of ${session.id}: ${why}\n`);
       rows.push({
         id: session.id,
@@ -155,7 +156,7 @@ export async function replaySessions(
           if (opts.select(r)) await replayOne(r, true);
         }, { seen });
       } catch (e) {
-        io.stderr(`milterkit dump: ${file}: ${e instanceof Error ? e.message : String(e)}\n`);
+        io.stderr(`milterkit dump: ${file}: ${thrownMessage(e)}\n`);
         failed = true;
       }
     }

@@ -21,6 +21,7 @@ import {
 import { ResolveError, resolveImport, toolkitSubpath } from "./resolve.ts";
 import type { Filter } from "../filter/filter.ts";
 import { negotiateFilter, requirementsOf } from "../filter/negotiate.ts";
+import { thrownMessage } from "../wire/errors.ts";
 import type { Negotiated } from "../wire/types.ts";
 import { ACTION_NAMES, flagNames, PROTOCOL_NAMES } from "../wire/constants.ts";
 
@@ -229,7 +230,10 @@ function firstLocalPosition(text: string): [string, number, number | undefined] 
 
 /** A one-line reason plus, when a position is known, `file:line:col` and a code frame. */
 function describeLoadError(path: string, e: unknown, abs: string): string {
-  const err = e instanceof Error ? e : new Error(String(e));
+  // A thrown value that is not an Error has no position of its own; an Error made here would
+  // point into this file.
+  if (!(e instanceof Error)) return `${path}: the script threw ${thrownMessage(e)}`;
+  const err = e;
   if (err.name === "SyntaxError" && isNode()) {
     const at = nodeSyntaxPosition(abs);
     if (at !== undefined) return codeFrame(err.message, at.file, at.line, at.column);

@@ -26,6 +26,7 @@ import {
 } from "./workers.ts";
 import { COLOR_OPTIONS, wantColor } from "./color.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
+import { thrownMessage } from "../wire/errors.ts";
 
 const USAGE = `Usage: milterkit serve [SCRIPT] [options]
 
@@ -216,7 +217,7 @@ export const serveCommand: Subcommand = {
     const offUncaught = io.onUncaught?.((error, kind) => {
       log.error(kind, {
         session: failSessionOf(error, kind),
-        error: error instanceof Error ? error.message : String(error),
+        error: thrownMessage(error),
         at: errorFrame(error),
         stack: log.enabled("debug") ? errorStack(error) : undefined,
       });

@@ -9,7 +9,7 @@
 
 import { concatBytes } from "../wire/concat.ts";
 import { decodeCommand } from "../wire/command_codec.ts";
-import { FilterHandlerError } from "../wire/errors.ts";
+import { FilterHandlerError, thrownMessage } from "../wire/errors.ts";
 import { FrameDecoder } from "../wire/frame.ts";
 import { encodeReply } from "../wire/reply_codec.ts";
 import type { Command, Frame, Negotiated, Reply } from "../wire/types.ts";
@@ -221,7 +221,7 @@ export abstract class MachineCore<C, M> {
       error = new FilterHandlerError(r.error, stage);
     }
     const err = error instanceof FilterHandlerError ? error : new FilterHandlerError(
-      `The ${stage} handler failed: ${error instanceof Error ? error.message : String(error)}`,
+      `The ${stage} handler failed: ${thrownMessage(error)}`,
       stage,
       { cause: error },
     );

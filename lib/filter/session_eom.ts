@@ -6,7 +6,7 @@
  * @module
  */
 
-import { FilterHandlerError } from "../wire/errors.ts";
+import { FilterHandlerError, thrownMessage } from "../wire/errors.ts";
 import type { QueuedModification } from "./context.ts";
 import type { Reply } from "../wire/types.ts";
 import { MILTER_CHUNK_SIZE } from "../wire/constants.ts";
@@ -98,7 +98,7 @@ export class EomOutput {
     this.#reader = undefined;
     return new FilterHandlerError(
       `The replacement body stream failed${this.#sent ? " after part of it was sent" : ""}: ${
-        e instanceof Error ? e.message : String(e)
+        thrownMessage(e)
       }`,
       "eom",
       { cause: e },

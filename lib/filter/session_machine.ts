@@ -10,7 +10,7 @@
  * @module
  */
 
-import { FilterHandlerError, MilterProtocolError } from "../wire/errors.ts";
+import { FilterHandlerError, MilterProtocolError, thrownMessage } from "../wire/errors.ts";
 import { encodeReply } from "../wire/reply_codec.ts";
 import type { Command } from "../wire/types.ts";
 import { SMFIP } from "../wire/constants.ts";
@@ -202,7 +202,7 @@ export class SessionMachine<C, M> extends MessageMachine<C, M> {
     this.emit({
       type: "error",
       error: new FilterHandlerError(
-        `The ${name} handler failed: ${e instanceof Error ? e.message : String(e)}`,
+        `The ${name} handler failed: ${thrownMessage(e)}`,
         name,
         { cause: e },
       ),

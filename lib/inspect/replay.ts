@@ -21,6 +21,7 @@ import { encodeReply } from "../wire/reply_codec.ts";
 import type { Command, Duplex, MtaStyle, Reply } from "../wire/types.ts";
 import { SMFIP } from "../wire/constants.ts";
 import { STAGE_LETTER, stageOf } from "../wire/command_bits.ts";
+import { thrownMessage } from "../wire/errors.ts";
 
 /**
  * One recorded command and the answers it got then and now.
@@ -353,7 +354,7 @@ export async function replaySession(
 }
 
 function message(e: unknown): string {
-  return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  return e instanceof Error ? `${e.name}: ${thrownMessage(e)}` : thrownMessage(e);
 }
 
 /**

@@ -16,6 +16,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { Filter } from "../filter/filter.ts";
 import { EVENTS } from "../filter/negotiate.ts";
+import { thrownMessage } from "../wire/errors.ts";
 
 /** The session a piece of code runs for, and how to fail the handler it is running. */
 interface SessionSlot {
@@ -84,7 +85,7 @@ export function attributable<C, M>(filter: Filter<C, M>): Filter<C, M> {
 export function failSessionOf(error: unknown, kind: string): number | undefined {
   const slot = slots.getStore();
   if (slot === undefined) return undefined;
-  const message = error instanceof Error ? error.message : String(error);
+  const message = thrownMessage(error);
   slot.fail?.(new Error(`${kind} in the filter's code: ${message}`, { cause: error }));
   return slot.id;
 }

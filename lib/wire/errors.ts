@@ -201,3 +201,37 @@ export class FilterHandlerError extends MilterError {
     this.stage = stage;
   }
 }
+
+/**
+ * The text of whatever was thrown: an Error's message, a string as it is, anything else described
+ * without trusting its own conversions, so that a null-prototype object or a `toString` that
+ * throws cannot turn one failure into another (a session cut instead of the fallback answer).
+ *
+ * @param value What was thrown or rejected.
+ * @returns One line of text (objects as JSON, at most 200 characters).
+ *
+ * @example
+ * ```ts
+ * import { thrownMessage } from "./errors.ts";
+ * import assert from "node:assert/strict";
+ * assert.equal(thrownMessage(new Error("boom")), "boom");
+ * assert.equal(thrownMessage(Object.assign(Object.create(null), { code: 7 })), '{"code":7}');
+ * assert.equal(thrownMessage(Object.create(null)), "{}");
+ * assert.equal(thrownMessage(42), "42");
+ * ```
+ */
+export function thrownMessage(value: unknown): string {
+  try {
+    if (value instanceof Error) return String(value.message);
+    if (typeof value === "string") return value;
+    if (typeof value === "object" && value !== null) {
+      const message = (value as { message?: unknown }).message;
+      if (typeof message === "string") return message;
+      const json = JSON.stringify(value);
+      if (json !== undefined) return json.length > 200 ? `${json.slice(0, 200)}…` : json;
+    }
+    return String(value);
+  } catch {
+    return `a value that cannot be shown (${typeof value})`;
+  }
+}

@@ -31,6 +31,7 @@ import type {
 } from "./types.ts";
 import { MessageLog, outcomeOf } from "./messages.ts";
 import { checkFinal, checkNegotiation, type Pending, PendingReplies } from "./pairing.ts";
+import { thrownMessage } from "../../wire/errors.ts";
 
 export type * from "./types.ts";
 
@@ -160,7 +161,7 @@ export class SessionAnnotator {
     try {
       cmd = decodeCommand(frame);
     } catch (e) {
-      const error = e instanceof Error ? e.message : String(e);
+      const error = thrownMessage(e);
       this.#issue(seq, "garbage-frame", error);
       return this.#emit({
         seq,
@@ -262,7 +263,7 @@ export class SessionAnnotator {
     try {
       reply = decodeReply(frame);
     } catch (e) {
-      const error = e instanceof Error ? e.message : String(e);
+      const error = thrownMessage(e);
       this.#issue(seq, "garbage-frame", error);
       return this.#emit({
         seq,

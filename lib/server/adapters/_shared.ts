@@ -11,7 +11,12 @@ import { chmod, lstat, unlink } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { dirname } from "node:path";
 import { formatSocketSpec, type SocketAddress } from "../socket_spec.ts";
-import { ConnectionClosedError, MilterError, MilterTimeoutError } from "../../wire/errors.ts";
+import {
+  ConnectionClosedError,
+  MilterError,
+  MilterTimeoutError,
+  thrownMessage,
+} from "../../wire/errors.ts";
 import type { ConnectOptions, ListenOptions } from "./types.ts";
 
 /** Bytes a connection's readable buffers before it stops reading from the socket. */
@@ -62,7 +67,7 @@ function reason(e: unknown): string {
   const code = errorCode(e);
   const known = code === undefined ? undefined : REASONS[code];
   if (known !== undefined) return `${known} (${code})`;
-  return e instanceof Error ? e.message : String(e);
+  return thrownMessage(e);
 }
 
 /** The reason, naming a missing directory of a Unix socket path rather than a missing file. */
