@@ -69,6 +69,8 @@ function wrap(socket: Socket, unixPath: string | undefined, isClient: boolean): 
     failure ??= closedError("reading or writing", e);
   });
   socket.on("close", () => {
+    // Nobody reads any more (the usual end of a session): no error to build.
+    if (readDone && failure === undefined) return inbox.end();
     readDone = true;
     const error = failure ?? new ConnectionClosedError("Connection closed before the peer's EOF");
     inbox.fail(error);
