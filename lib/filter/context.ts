@@ -39,21 +39,35 @@ export class SessionState<C, M> {
   bodyBuffered = 0;
   bodyTruncated = false;
   messageNumber = 0;
-  signal: AbortSignal;
+  #signal: AbortSignal | (() => AbortSignal);
   readonly #filter: Filter<C, M>;
 
   /** `ctx.log`: lines tagged with the current queue id. */
   readonly log: FilterLog;
 
-  constructor(filter: Filter<C, M>, signal: AbortSignal, logSink?: FilterLogSink) {
+  /**
+   * @param signal `ctx.signal`, or a function that makes it when a handler first asks (most
+   *   sessions never do, and an `AbortSignal` is not free to make).
+   */
+  constructor(
+    filter: Filter<C, M>,
+    signal: AbortSignal | (() => AbortSignal),
+    logSink?: FilterLogSink,
+  ) {
     this.log = bindFilterLog(logSink, () => {
       const queue = this.macros.get("i");
       return queue === undefined ? {} : { queue };
     });
     this.#filter = filter;
-    this.signal = signal;
+    this.#signal = signal;
     this.connection = filter.connectionState ? filter.connectionState() : ({} as C);
     this.message = filter.messageState ? filter.messageState() : ({} as M);
+  }
+
+  /** The session's signal (`ctx.signal`). */
+  get signal(): AbortSignal {
+    const s = this.#signal;
+    return typeof s === "function" ? (this.#signal = s()) : s;
   }
 
   /** Starts a new message (MAIL). */

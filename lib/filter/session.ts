@@ -101,7 +101,13 @@ export function serveConnection<C, M>(
 class SessionDriver<C, M> {
   readonly #conn: Duplex;
   readonly #opts: SessionOptions;
-  readonly #abort = new AbortController();
+  /** `ctx.signal`'s controller, made when a handler or a wait first needs it. */
+  #ac: AbortController | undefined;
+  /** Whether the session's signal fired (made or not), and why. */
+  #aborted = false;
+  #abortReason: unknown;
+  /** Whether an abort stops the session (from the start of `run` to its cleanup). */
+  #live = false;
   readonly #machine: SessionMachine<C, M>;
   #ch!: ByteChannel;
   /** Rejects the write wait in progress (set while one is pending). */
@@ -119,7 +125,7 @@ class SessionDriver<C, M> {
     this.#opts = opts;
     this.#machine = new SessionMachine(filter, {
       ...opts,
-      signal: this.#abort.signal,
+      signal: () => this.#signal(),
       flush: () => this.#flush() ?? Promise.resolve(),
     });
   }
@@ -130,10 +136,9 @@ class SessionDriver<C, M> {
     let end: ServedSession["end"] = "eof";
     let error: Error | undefined;
     const outer = this.#opts.signal;
-    const onOuterAbort = () => this.#abort.abort(outer?.reason);
+    const onOuterAbort = () => this.#abort(outer?.reason);
     outer?.addEventListener("abort", onOuterAbort, { once: true });
-    const onAbort = () => this.#halt(new Stop("signal"));
-    this.#abort.signal.addEventListener("abort", onAbort, { once: true });
+    this.#live = true;
     const idle = this.#opts.idleTimeoutMs ?? 0;
     if (idle > 0) this.#armIdle(idle, idle);
     let yields = 0;
@@ -144,9 +149,24 @@ class SessionDriver<C, M> {
         switch (step.kind) {
           case "input": {
             yields = 0;
-            await this.#flush();
+            // No await (and no microtask) when the socket took the replies at once.
+            const flushing = this.#flush();
+            if (flushing !== undefined) await flushing;
             let chunk = ch.read();
-            if (chunk instanceof Promise) chunk = await this.#read(chunk);
+            if (chunk instanceof Promise) {
+              // Inline (not a helper's promise): one hop from a chunk's arrival to its replies.
+              // No timer or listener per read: the idle timer and #halt cancel the channel.
+              this.#readStarted = performance.now();
+              this.#reading = true;
+              try {
+                chunk = await chunk;
+              } catch (e) {
+                if (this.#halted !== undefined) throw this.#halted;
+                throw e;
+              } finally {
+                this.#reading = false;
+              }
+            }
             if (this.#halted !== undefined) throw this.#halted;
             if (chunk === null) {
               m.finish();
@@ -188,10 +208,10 @@ class SessionDriver<C, M> {
       }
     } finally {
       outer?.removeEventListener("abort", onOuterAbort);
-      this.#abort.signal.removeEventListener("abort", onAbort);
+      this.#live = false;
       if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
       await this.#close();
-      this.#abort.abort(SESSION_ENDED);
+      this.#abort(SESSION_ENDED);
       ch.cancel();
       if (end === "quit" || end === "eof") {
         await this.#finalWrites().then(() => this.#deadline(ch.end())).catch(() => ch.destroy());
@@ -202,6 +222,24 @@ class SessionDriver<C, M> {
     }
     const summary: ServedSession = { messages: m.messages, negotiated: m.negotiated, end };
     return error ? { ...summary, error } : summary;
+  }
+
+  /** The session's signal (`ctx.signal`), made on first use (already aborted if it fired). */
+  #signal(): AbortSignal {
+    if (this.#ac === undefined) {
+      this.#ac = new AbortController();
+      if (this.#aborted) this.#ac.abort(this.#abortReason);
+    }
+    return this.#ac.signal;
+  }
+
+  /** Fires the session's signal (once); while the session runs, this also stops it. */
+  #abort(reason: unknown): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    this.#abortReason = reason;
+    if (this.#live) this.#halt(new Stop("signal"));
+    this.#ac?.abort(reason);
   }
 
   /** Runs the abort and close handlers (each under its time limit). */
@@ -283,23 +321,6 @@ class SessionDriver<C, M> {
     });
   }
 
-  /**
-   * Waits for a chunk. One abort listener and one idle timer serve the whole session (set up in
-   * `run`): a read costs no timer or listener of its own; to stop it they cancel the channel.
-   */
-  async #read(p: Promise<Uint8Array | null>): Promise<Uint8Array | null> {
-    this.#readStarted = performance.now();
-    this.#reading = true;
-    try {
-      return await p;
-    } catch (e) {
-      if (this.#halted !== undefined) throw this.#halted;
-      throw e;
-    } finally {
-      this.#reading = false;
-    }
-  }
-
   /** Fails the read in progress (if any) when the MTA has been silent for `idleTimeoutMs`. */
   #armIdle(idle: number, wait: number): void {
     this.#idleTimer = setTimeout(() => {
@@ -319,7 +340,7 @@ class SessionDriver<C, M> {
   async #settle(step: WaitStep): Promise<void> {
     const m = this.#machine;
     const { stage, limitMs, limitName } = step;
-    const signal = this.#abort.signal;
+    const signal = this.#signal();
     let timer: ReturnType<typeof setTimeout> | undefined;
     let onAbort: (() => void) | undefined;
     const guards = new Promise<never>((_, reject) => {
@@ -346,7 +367,7 @@ class SessionDriver<C, M> {
     const keepAlive = every > 0
       ? setInterval(() => {
         m.progress().catch((e) => {
-          this.#abort.abort(
+          this.#abort(
             new ConnectionClosedError("The MTA went away while the eom handler ran", { cause: e }),
           );
         });

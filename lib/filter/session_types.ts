@@ -49,8 +49,8 @@ export interface MachineOptions {
   readonly onEvent?: (event: SessionEvent) => void;
   /** Where `ctx.log` writes (default: nowhere). */
   readonly filterLog?: FilterLogSink;
-  /** The signal handlers see as `ctx.signal`. */
-  readonly signal: AbortSignal;
+  /** The signal handlers see as `ctx.signal`, or a function making it when first asked for. */
+  readonly signal: AbortSignal | (() => AbortSignal);
   /** Writes the output now (used by `ctx.progress()` while the eom handler runs). */
   readonly flush: () => Promise<void>;
   /** Commands served before `run` returns a `yield` step (default 256). */
