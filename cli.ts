@@ -72,13 +72,39 @@ function selfCommand(): string[] | undefined {
   return [process.execPath, ...process.execArgv, entry];
 }
 
+/**
+ * A writer for stdout or stderr that survives the reader going away: once a write fails (EPIPE
+ * when the pipe's reader exited, EIO, ENOSPC on a full disk) further output is dropped instead of
+ * raising an error event whose report would be written to the same broken stream again, and again.
+ */
+function streamWriter(stream: NodeJS.WriteStream): { write(t: string): void; broken(): boolean } {
+  let broken = false;
+  stream.on("error", () => {
+    broken = true;
+  });
+  return {
+    write: (t) => {
+      if (broken) return;
+      try {
+        stream.write(t);
+      } catch {
+        broken = true;
+      }
+    },
+    broken: () => broken,
+  };
+}
+
+const OUT = streamWriter(process.stdout);
+const ERR = streamWriter(process.stderr);
+
 function processIo(): CliIo {
   const ac = new AbortController();
   process.once("SIGINT", () => ac.abort("SIGINT"));
   process.once("SIGTERM", () => ac.abort("SIGTERM"));
   return {
-    stdout: (t) => void process.stdout.write(t),
-    stderr: (t) => void process.stderr.write(t),
+    stdout: OUT.write,
+    stderr: ERR.write,
     isTty: Boolean(process.stdout.isTTY),
     errIsTty: Boolean(process.stderr.isTTY),
     env: process.env,
@@ -114,6 +140,10 @@ function isMain(): boolean {
 if (isMain()) {
   registerToolkit(ENTRY_POINTS);
   const code = await main(process.argv.slice(2), processIo(), COMMANDS);
-  // Let pending writes to stdout/stderr drain before exiting.
+  // Let pending writes to stdout drain before exiting, unless stdout is gone (then nothing will
+  // drain, and waiting would hang); never wait long for a reader that stopped reading.
+  process.exitCode = code;
+  if (OUT.broken()) process.exit(code);
   process.stdout.write("", () => process.exit(code));
+  setTimeout(() => process.exit(code), 2_000).unref();
 }

@@ -122,6 +122,31 @@ describe("milterkit serve logs", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it(
+    "a log reader that goes away: mail is still answered and SIGTERM still stops",
+    TIMEOUT,
+    async () => {
+      const { child, spec } = await serve(script, ["--log-format", "json"]);
+      // The pipe's reader exits (as `serve | head -1` does): every later log write fails (EPIPE).
+      child.proc.stdout!.destroy();
+      child.proc.stderr!.destroy();
+      for (let i = 0; i < 3; i++) {
+        const r = await sendOne(spec, mail(`hello ${i}`, `4DDD0${i}`));
+        assert.equal(r.verdict.type, "continue");
+      }
+      child.proc.kill("SIGTERM");
+      const ended = await Promise.race([
+        child.exited,
+        new Promise<"hung">((r) => setTimeout(() => r("hung"), 10_000)),
+      ]);
+      assert.notEqual(
+        ended,
+        "hung",
+        "serve did not stop on SIGTERM after its log reader went away",
+      );
+    },
+  );
+
   it("JSON: one line per message, ctx.log tagged with session and queue id", TIMEOUT, async () => {
     const { child, spec } = await serve(script, ["--log-format", "json"]);
     const ok = await sendOne(spec, mail("hello", "4AAA01"));
