@@ -13,6 +13,7 @@ import {
   constants,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
   readSync,
   rmSync,
@@ -145,6 +146,33 @@ describe("proxy --record failures never stop mail", () => {
       } finally {
         closeSync(reader);
       }
+    },
+  );
+
+  it(
+    "the recording's directory removed mid-run: mail flows, said once, the file is started again when it can be",
+    TIMEOUT,
+    async () => {
+      const dir = `${suite.dir}/removed`;
+      mkdirSync(dir);
+      const file = `${dir}/r.jsonl`;
+      const p = await suite.start(["--quiet", "-r", file, "--rotate-size", "2000"]);
+      assert.equal(await run(p.port, 0, 3), 3);
+      rmSync(dir, { recursive: true, force: true });
+      assert.equal(await run(p.port, 10, 6), 6, "every message answered without the directory");
+      await sleep(200);
+      const removed = lines(p.stderr(), /was removed and cannot be created again/);
+      assert.equal(removed.length, 1, p.stderr());
+      // Before: "writing on to the same file", a file nobody could open again, for good.
+      mkdirSync(dir);
+      assert.equal(await run(p.port, 20, 3), 3);
+      await sleep(200);
+      assert.equal(lines(p.stderr(), /was created again; recording goes on there/).length, 1);
+      assert.ok(await terminate(p), p.stderr());
+      const senders = readdirSync(dir).flatMap((f) =>
+        readRecording(readFileSync(`${dir}/${f}`, "utf8")).sessions
+      ).map((s) => new TextDecoder().decode(s.toFilter)).filter((t) => /<sender22@/.test(t));
+      assert.equal(senders.length, 1, "the last session is in the file made again");
     },
   );
 });

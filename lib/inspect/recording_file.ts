@@ -9,7 +9,8 @@
  * @module
  */
 
-import { renameSync } from "node:fs";
+import { existsSync, renameSync } from "node:fs";
+import { thrownMessage } from "../wire/errors.ts";
 import { type AppendFile, openAppendFile } from "../server/adapters/append_file.ts";
 
 /** Options of {@link RecordingFile}. */
@@ -284,6 +285,29 @@ export class RecordingFile {
     for (const resolve of this.#idle.splice(0)) resolve();
   }
 
+  /** Opens a new file at the path (header first); true when that worked. */
+  #reopen(): boolean {
+    let file: AppendFile;
+    try {
+      file = openAppendFile(this.#path);
+    } catch {
+      return false;
+    }
+    this.#file.close();
+    this.#file = file;
+    this.#size = 0;
+    if (this.#header !== undefined) this.#queue.unshift(this.#header);
+    if (this.#reported.delete("removed")) {
+      this.#notify({
+        kind: "resumed",
+        cause: "removed",
+        message: `${this.#path} was created again; recording goes on there`,
+        lostLines: this.#lost,
+      });
+    }
+    return true;
+  }
+
   #rotate(): void {
     try {
       for (let i = this.#keep - 1; i >= 1; i--) {
@@ -299,6 +323,23 @@ export class RecordingFile {
       // Each file starts with the header line, so it reads on its own.
       if (this.#header !== undefined) this.#queue.unshift(this.#header);
     } catch (e) {
+      if (!existsSync(this.#path)) {
+        // The file (or its directory) was removed: lines written on would go to a file nobody
+        // can open. Start the file again where it was, as soon as that can be done.
+        if (this.#reopen()) return;
+        if (!this.#reported.has("removed")) {
+          this.#reported.add("removed");
+          this.#notify({
+            kind: "failed",
+            cause: "removed",
+            message: `${this.#path} was removed and cannot be created again (${
+              thrownMessage(e)
+            }); retrying at each batch`,
+            lostLines: this.#lost,
+          });
+        }
+        return;
+      }
       // Keep writing to the current file; say so once.
       if (!this.#reported.has("rotate")) {
         this.#reported.add("rotate");
