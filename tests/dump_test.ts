@@ -187,6 +187,30 @@ describe("milterkit dump on pcap captures", () => {
     const [s] = await json([file]);
     assert.equal(s.messages[0].outcome.kind, "reject");
   });
+
+  it("a pcapng damaged mid-session (block length 0xfffffff0, 13, 0): what came before, a note, exit 1", async () => {
+    const log: LogSeg[] = readFileSync(`${root}postfix-libmilter/pcap.s1.jsonl`, "utf8").trim()
+      .split("\n").map((l) => JSON.parse(l));
+    const recs = conversationSegments(log).map((s) => ({ time: s.time, data: packet(s, 113) }));
+    const good = pcapngFile(recs, { linkType: 113, tsresol: 9 });
+    const dv = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
+    const offsets: number[] = [];
+    for (let o = 0; o + 8 <= good.length; o += dv(good).getUint32(o + 4, true)) offsets.push(o);
+    const mid = offsets[Math.floor(offsets.length * 3 / 4)]!;
+    for (const len of [0xfffffff0, 13, 0]) {
+      const bad = good.slice();
+      dv(bad).setUint32(mid + 4, len, true);
+      const file = join(tmp, `damaged-${len}.pcapng`);
+      writeFileSync(file, bad);
+      const r = await dump([file]);
+      // Before: exit 1 with the block's error alone; the session read up to there was lost.
+      assert.equal(r.code, EXIT.FAILURE, r.err);
+      assert.match(r.out, /MAIL|envfrom/i, "the session up to the damage is shown");
+      const lines = r.err.trimEnd().split("\n");
+      assert.equal(lines.length, 1, r.err);
+      assert.match(lines[0]!, /note: Capture damaged: .*; the rest of the file was not read$/);
+    }
+  });
 });
 
 describe("milterkit dump filters", () => {

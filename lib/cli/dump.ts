@@ -217,6 +217,7 @@ export const dumpCommand: Subcommand = {
           keepEvents: (!values.json && !values.check) || values.raw || summarise,
         });
         for (const note of result.notes) io.stderr(`milterkit dump: ${file}: note: ${note}\n`);
+        if (result.damaged) failed = true;
         if (result.sessions === 0 && result.kind !== "stream") {
           io.stderr(`milterkit dump: ${file}: no milter session found (${result.kind})\n`);
         }

@@ -11,7 +11,7 @@ import { open, readFile, stat } from "node:fs/promises";
 import { basename } from "node:path";
 import { annotateStreams, StreamFeed, type StreamPair } from "./annotate/feed.ts";
 import type { SessionAnnotator } from "./annotate/annotator.ts";
-import { CaptureReader } from "./capture/pcap.ts";
+import { CaptureFormatError, CaptureReader } from "./capture/pcap.ts";
 import { type InputKind, SNIFF_BYTES, sniffInput } from "./capture/sniff.ts";
 import { TcpReassembler } from "./capture/tcp.ts";
 import { looksLikeMtaStream } from "./capture/tcp.ts";
@@ -38,6 +38,8 @@ export interface ReadSessionsResult {
   readonly sessions: number;
   /** Notes about the file that came after its last session was handed out. */
   readonly notes: string[];
+  /** True when reading stopped at a damaged block; the sessions before it were handed out. */
+  readonly damaged?: boolean;
 }
 
 /** Longest recording line read; longer ones are skipped with a note. */
@@ -182,15 +184,28 @@ export async function readSessions(
       },
     });
     const reader = new CaptureReader((p) => reassembler.push(p));
-    for await (const chunk of chunks(file, chunkSize)) {
-      reader.push(chunk);
-      await drain();
+    let damage: string | undefined;
+    try {
+      for await (const chunk of chunks(file, chunkSize)) {
+        reader.push(chunk);
+        await drain();
+      }
+    } catch (e) {
+      // A damaged block after sessions began: keep what was read (as for a capture cut short),
+      // say where it stopped. Before any session, the file is refused as a whole.
+      if (!(e instanceof CaptureFormatError) || (count === 0 && feeds.size === 0)) throw e;
+      damage = `Capture damaged: ${e.message}; the rest of the file was not read`;
     }
-    const { notes } = reader.finish();
+    const notes = damage === undefined ? reader.finish().notes : [damage];
     reassembler.finish();
     order.flush();
     await drain();
-    return { kind, sessions: count, notes: [...pending, ...notes] };
+    return {
+      kind,
+      sessions: count,
+      notes: [...pending, ...notes],
+      ...(damage === undefined ? {} : { damaged: true }),
+    };
   }
   if (kind === "recording") {
     const order = new InOrder(emit);
