@@ -1,4 +1,5 @@
 import { after, describe, it } from "node:test";
+import { spawn, spawnSync } from "node:child_process";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -188,6 +189,35 @@ describe("dump reads files as streams", () => {
         );
       }
     }
+  });
+
+  it("a FIFO or pipe (no size, cannot be read twice) reads like the file itself", async () => {
+    const segs = [0, 1].flatMap((i) =>
+      sessionSegments(i, mailSession(i, 70_000), T0 + i * 1000, { mss: 1400 })
+    );
+    const pcap = write("fifo-src.pcap", capture(segs));
+    const rec = write(
+      "fifo-src.jsonl",
+      new TextEncoder().encode(mailRecording("f", {}, []).join("\n") + "\n"),
+    );
+    for (const file of [pcap, rec]) {
+      const fifo = join(tmp, `in-${Math.random().toString(36).slice(2)}.fifo`);
+      assert.equal(spawnSync("mkfifo", [fifo]).status, 0);
+      // a real writer process, as `zcat day.pcap.gz > fifo` would be
+      const writer = spawn("sh", ["-c", 'sleep 0.1; cat "$1" > "$2"', "sh", file, fifo]);
+      const written = new Promise((r) => writer.once("close", r));
+      const viaFifo = await sessionsOf(fifo, 4096);
+      await written;
+      const whole = await sessionsOf(file);
+      assert.ok(whole.length >= 1);
+      assert.deepEqual(viaFifo.map((s) => s.summary), whole.map((s) => s.summary), file);
+    }
+    const empty = join(tmp, "empty.fifo");
+    assert.equal(spawnSync("mkfifo", [empty]).status, 0);
+    const writer = spawn("sh", ["-c", ': > "$1"', "sh", empty]);
+    const written = new Promise((r) => writer.once("close", r));
+    await assert.rejects(sessionsOf(empty), /The file is empty/);
+    await written;
   });
 
   it("the reassembler forgets a connection once it has closed", () => {

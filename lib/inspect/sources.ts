@@ -47,34 +47,57 @@ const MAX_LINE = 64 * 1024 * 1024;
 /** Sessions held back to keep the output in order before the oldest open one is passed by. */
 const MAX_HELD = 256;
 
-async function sniffFile(file: string): Promise<{ head: Uint8Array; size: number }> {
-  const fh = await open(file, "r");
-  try {
-    const size = (await fh.stat()).size;
-    const buf = new Uint8Array(Math.min(size, SNIFF_BYTES));
-    let got = 0;
-    while (got < buf.length) {
-      const { bytesRead } = await fh.read(buf, got, buf.length - got, got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
-    return { head: buf.subarray(0, got), size };
-  } finally {
-    await fh.close();
-  }
+/** An input opened once: its first bytes for sniffing, then all of its bytes in chunks. */
+interface OpenedInput {
+  /** The first {@link SNIFF_BYTES} bytes (fewer when the input is shorter). */
+  readonly head: Uint8Array;
+  /** Total size; `Infinity` for a pipe, FIFO or device whose end was not reached by the head. */
+  readonly size: number;
+  /** Every byte of the input from the start, the head included. */
+  chunks(chunkSize: number): AsyncGenerator<Uint8Array>;
+  close(): Promise<void>;
 }
 
-async function* chunks(file: string, size: number): AsyncGenerator<Uint8Array> {
+/**
+ * Opens an input once. A regular file's head is read in place and the file is then read from
+ * its start; a pipe, FIFO or device cannot be read twice (and its size says nothing), so its head
+ * is consumed, handed out first by `chunks`, and followed by the rest as it arrives.
+ */
+async function openInput(file: string): Promise<OpenedInput> {
   const fh = await open(file, "r");
   try {
-    for (;;) {
-      const buf = new Uint8Array(size);
-      const { bytesRead } = await fh.read(buf, 0, size, null);
-      if (bytesRead === 0) return;
-      yield buf.subarray(0, bytesRead);
+    const st = await fh.stat();
+    const regular = st.isFile();
+    const buf = new Uint8Array(regular ? Math.min(st.size, SNIFF_BYTES) : SNIFF_BYTES);
+    let got = 0;
+    let ended = false;
+    while (got < buf.length) {
+      const { bytesRead } = await fh.read(buf, got, buf.length - got, regular ? got : null);
+      if (bytesRead === 0) {
+        ended = true;
+        break;
+      }
+      got += bytesRead;
     }
-  } finally {
+    const head = buf.subarray(0, got);
+    return {
+      head,
+      size: regular ? st.size : ended ? got : Infinity,
+      async *chunks(chunkSize) {
+        if (!regular && head.length > 0) yield head;
+        if (!regular && ended) return;
+        for (;;) {
+          const chunk = new Uint8Array(chunkSize);
+          const { bytesRead } = await fh.read(chunk, 0, chunkSize, null);
+          if (bytesRead === 0) return;
+          yield chunk.subarray(0, bytesRead);
+        }
+      },
+      close: () => fh.close(),
+    };
+  } catch (e) {
     await fh.close();
+    throw e;
   }
 }
 
@@ -144,7 +167,21 @@ export async function readSessions(
   onSession: (r: SessionReport) => void | Promise<void>,
   options: ReadSessionsOptions = {},
 ): Promise<ReadSessionsResult> {
-  const { head, size } = await sniffFile(file);
+  const input = await openInput(file);
+  try {
+    return await readOpened(input, file, onSession, options);
+  } finally {
+    await input.close();
+  }
+}
+
+async function readOpened(
+  input: OpenedInput,
+  file: string,
+  onSession: (r: SessionReport) => void | Promise<void>,
+  options: ReadSessionsOptions,
+): Promise<ReadSessionsResult> {
+  const { head, size } = input;
   const kind = sniffInput(head, size);
   const name = basename(file);
   const keepEvents = options.keepEvents ?? true;
@@ -186,7 +223,7 @@ export async function readSessions(
     const reader = new CaptureReader((p) => reassembler.push(p));
     let damage: string | undefined;
     try {
-      for await (const chunk of chunks(file, chunkSize)) {
+      for await (const chunk of input.chunks(chunkSize)) {
         reader.push(chunk);
         await drain();
       }
@@ -232,7 +269,7 @@ export async function readSessions(
         );
       },
     });
-    await readLines(file, chunkSize, (line) => reader.line(line), (n) => {
+    await readLines(input.chunks(chunkSize), (line) => reader.line(line), (n) => {
       pending.push(`Line ${n} is longer than ${MAX_LINE} bytes and was skipped`);
     }, drain);
     const { notes } = reader.finish();
@@ -254,10 +291,9 @@ export async function readSessions(
   return { kind, sessions: count, notes: [] };
 }
 
-/** Calls `onLine` for each line of a file, read in chunks; over-long lines are skipped. */
+/** Calls `onLine` for each line of an input read in chunks; over-long lines are skipped. */
 async function readLines(
-  file: string,
-  chunkSize: number,
+  chunks: AsyncIterable<Uint8Array>,
   onLine: (line: string) => void,
   onTooLong: (lineNumber: number) => void,
   afterChunk: () => Promise<void>,
@@ -268,7 +304,7 @@ async function readLines(
   let skipping = false;
   let n = 0;
   const join = (last: Uint8Array): Uint8Array => concatBytes([...parts, last]);
-  for await (const chunk of chunks(file, chunkSize)) {
+  for await (const chunk of chunks) {
     let from = 0;
     for (let nl = chunk.indexOf(10); nl >= 0; nl = chunk.indexOf(10, from)) {
       n++;
