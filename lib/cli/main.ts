@@ -74,13 +74,11 @@ export async function main(
     if (cmd.stopsOnSignal) return await cmd.run(rest, io);
     // A command ended by a signal is abandoned, not awaited: whatever it still prints (a read
     // cut short by the signal, say) would follow the "stopped by" line, so its output ends there.
-    let live = true;
     const own: CliIo = {
       ...io,
-      stdout: (t) => void (live && io.stdout(t)),
-      stderr: (t) => void (live && io.stderr(t)),
+      stdout: (t) => void (io.signal.aborted || io.stdout(t)),
+      stderr: (t) => void (io.signal.aborted || io.stderr(t)),
     };
-    io.signal.addEventListener("abort", () => void (live = false), { once: true });
     return await untilSignal(cmd, cmd.run(rest, own), io);
   } catch (e) {
     const err = e instanceof Error ? e : new Error(String(e));
