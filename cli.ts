@@ -77,7 +77,12 @@ function selfCommand(): string[] | undefined {
  * when the pipe's reader exited, EIO, ENOSPC on a full disk) further output is dropped instead of
  * raising an error event whose report would be written to the same broken stream again, and again.
  */
-function streamWriter(stream: NodeJS.WriteStream): { write(t: string): void; broken(): boolean } {
+interface StreamWriter {
+  write(t: string): void;
+  broken(): boolean;
+}
+
+function streamWriter(stream: NodeJS.WriteStream): StreamWriter {
   let broken = false;
   stream.on("error", () => {
     broken = true;
@@ -95,16 +100,13 @@ function streamWriter(stream: NodeJS.WriteStream): { write(t: string): void; bro
   };
 }
 
-const OUT = streamWriter(process.stdout);
-const ERR = streamWriter(process.stderr);
-
-function processIo(): CliIo {
+function processIo(out: StreamWriter, err: StreamWriter): CliIo {
   const ac = new AbortController();
   process.once("SIGINT", () => ac.abort("SIGINT"));
   process.once("SIGTERM", () => ac.abort("SIGTERM"));
   return {
-    stdout: OUT.write,
-    stderr: ERR.write,
+    stdout: out.write,
+    stderr: err.write,
     isTty: Boolean(process.stdout.isTTY),
     errIsTty: Boolean(process.stderr.isTTY),
     env: process.env,
@@ -138,12 +140,15 @@ function isMain(): boolean {
 }
 
 if (isMain()) {
+  // Only the program watches its own stdout and stderr (tests import this module).
+  const out = streamWriter(process.stdout);
+  const err = streamWriter(process.stderr);
   registerToolkit(ENTRY_POINTS);
-  const code = await main(process.argv.slice(2), processIo(), COMMANDS);
+  const code = await main(process.argv.slice(2), processIo(out, err), COMMANDS);
   // Let pending writes to stdout drain before exiting, unless stdout is gone (then nothing will
   // drain, and waiting would hang); never wait long for a reader that stopped reading.
   process.exitCode = code;
-  if (OUT.broken()) process.exit(code);
+  if (out.broken()) process.exit(code);
   process.stdout.write("", () => process.exit(code));
   setTimeout(() => process.exit(code), 2_000).unref();
 }
