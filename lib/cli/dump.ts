@@ -17,6 +17,7 @@ import { writeFile } from "node:fs/promises";
 import { basename } from "node:path";
 import { HtmlReport } from "../inspect/report_html.ts";
 import { renderStats } from "../inspect/stats.ts";
+import { thrownMessage } from "../wire/errors.ts";
 
 const USAGE = `Usage: milterkit dump FILE... [options]
 
@@ -114,7 +115,7 @@ function matches(
 
 /** One line for a file that could not be read: the message, no class name or stack. */
 function describeError(e: unknown): string {
-  if (!(e instanceof Error)) return String(e);
+  if (!(e instanceof Error)) return thrownMessage(e);
   const code = (e as { code?: unknown }).code;
   if (code === "ENOENT") return "no such file";
   if (code === "EISDIR") return "is a directory, not a file";

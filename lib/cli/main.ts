@@ -7,6 +7,7 @@
  */
 
 import { SocketSpecError } from "../server/socket_spec.ts";
+import { asError } from "../wire/errors.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 
 import { VERSION } from "./version.ts";
@@ -81,7 +82,7 @@ export async function main(
     };
     return await untilSignal(cmd, cmd.run(rest, own), io);
   } catch (e) {
-    const err = e instanceof Error ? e : new Error(String(e));
+    const err = asError(e);
     if (isUsageError(err)) {
       io.stderr(`milterkit ${cmd.name}: ${oneLine(err.message)}\n${usageHint(cmd)}`);
       return EXIT.USAGE;

@@ -20,6 +20,7 @@ import type { Connection } from "../server/adapters/types.ts";
 import { decodeText, displayText } from "../wire/text.ts";
 import type { Modification, Reply } from "../wire/types.ts";
 import { ACTION_NAMES, flagNames, PROTOCOL_NAMES } from "../wire/constants.ts";
+import { asError } from "../wire/errors.ts";
 import { type CliIo, EXIT, type Subcommand, UsageError } from "./types.ts";
 
 const USAGE = `Usage: milterkit send --connect SPEC [MESSAGE.eml|-] [options]
@@ -353,7 +354,7 @@ export const sendCommand: Subcommand = {
       }
     } catch (e) {
       // Keep what finished: the results so far are printed with the error.
-      failure = e instanceof Error ? e : new Error(String(e));
+      failure = asError(e);
     } finally {
       await hangUp().catch(() => {});
     }

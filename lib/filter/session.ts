@@ -13,6 +13,7 @@ import {
   FilterHandlerError,
   MilterError,
   MilterTimeoutError,
+  thrownMessage,
 } from "../wire/errors.ts";
 import type { EventName, Filter } from "./filter.ts";
 import type { ByteChannel, Duplex, Negotiated } from "../wire/types.ts";
@@ -196,7 +197,7 @@ class SessionDriver<C, M> {
       if (e instanceof Stop) end = e.message as ServedSession["end"];
       else {
         end = "error";
-        error = e instanceof Error ? e : new MilterError(String(e));
+        error = e instanceof Error ? e : new MilterError(thrownMessage(e));
         this.#emit({ type: "error", error });
       }
       if (end === "idle") {

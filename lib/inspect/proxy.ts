@@ -9,7 +9,7 @@
 
 import { expectsReply, FINAL_REPLY_CODES } from "../wire/command_bits.ts";
 import { decodeCommand } from "../wire/command_codec.ts";
-import { ConnectionClosedError } from "../wire/errors.ts";
+import { asError, ConnectionClosedError } from "../wire/errors.ts";
 import type { Filter } from "../filter/filter.ts";
 import { serveConnection } from "../filter/session.ts";
 import { channelOf } from "../filter/session_io.ts";
@@ -324,7 +324,7 @@ export async function proxyConnection(
   try {
     upstream = await options.connectUpstream();
   } catch (e) {
-    return await alone("cannot connect", e instanceof Error ? e : new Error(String(e)), first);
+    return await alone("cannot connect", asError(e), first);
   }
 
   const upCh = channelOf(upstream);
@@ -368,7 +368,7 @@ export async function proxyConnection(
         // following its commands so the proxy can answer in the filter's place.
         const fail = (e: unknown) => {
           upstreamWritable = false;
-          upstreamFailed ??= e instanceof Error ? e : new Error(String(e));
+          upstreamFailed ??= asError(e);
         };
         try {
           written = to.write(value)?.catch(fail);
@@ -414,7 +414,7 @@ export async function proxyConnection(
       }
     },
     (e) => {
-      upstreamFailed ??= e instanceof Error ? e : new Error(String(e));
+      upstreamFailed ??= asError(e);
     },
   );
 

@@ -10,7 +10,7 @@
  */
 
 import { existsSync, renameSync } from "node:fs";
-import { thrownMessage } from "../wire/errors.ts";
+import { asError, thrownMessage } from "../wire/errors.ts";
 import { type AppendFile, openAppendFile } from "../server/adapters/append_file.ts";
 
 /** Options of {@link RecordingFile}. */
@@ -277,7 +277,7 @@ export class RecordingFile {
       this.#size += n;
       if (offset + n < bytes.length) this.#writeAll(bytes, offset + n, done);
       else done();
-    }, (e) => done(e instanceof Error ? e : new Error(String(e))));
+    }, (e) => done(asError(e)));
   }
 
   #settle(): void {

@@ -235,3 +235,23 @@ export function thrownMessage(value: unknown): string {
     return `a value that cannot be shown (${typeof value})`;
   }
 }
+
+/**
+ * Whatever was thrown, as an Error: an Error as it is, anything else wrapped with its text from
+ * {@link thrownMessage} (never with `String(value)`, which throws for a null-prototype object).
+ *
+ * @param value What was thrown or rejected.
+ * @returns An Error.
+ *
+ * @example
+ * ```ts
+ * import { asError } from "./errors.ts";
+ * import assert from "node:assert/strict";
+ * const e = new TypeError("x");
+ * assert.equal(asError(e), e);
+ * assert.equal(asError(Object.create(null)).message, "{}");
+ * ```
+ */
+export function asError(value: unknown): Error {
+  return value instanceof Error ? value : new Error(thrownMessage(value));
+}

@@ -8,6 +8,7 @@
  */
 
 import { closeSync, fstatSync, openSync, write as fsWrite } from "node:fs";
+import { asError } from "../../wire/errors.ts";
 
 /** An open append-only file. */
 export interface AppendFile {
@@ -92,7 +93,7 @@ export function openAppendFile(path: string, mode = 0o640): AppendFile {
 
 /** Deno's errors carry the errno name in `code` (e.g. `ENOSPC`) or only in the message. */
 function withCode(e: unknown): Error & { code?: string } {
-  const err = (e instanceof Error ? e : new Error(String(e))) as Error & { code?: string };
+  const err = asError(e) as Error & { code?: string };
   if (err.code === undefined) {
     const m = /\b(E[A-Z]{2,})\b/.exec(err.message) ??
       (/no space left/i.test(err.message) ? ["", "ENOSPC"] : null);
